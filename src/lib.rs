@@ -1,0 +1,3 @@
+//! egressd: a thread-per-core egress gateway that reads Istio resources.
+
+pub mod config;
