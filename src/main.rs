@@ -1,1 +1,17 @@
-fn main() {}
+use std::process::ExitCode;
+
+use clap::Parser;
+use egressd::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Run { config, shards, cpus, log_level } => {
+            egressd::runtime::run::run(egressd::runtime::run::RunArgs { config, shards, cpus, log_level })
+        }
+        Command::Validate { config } => egressd::commands::validate(&config),
+        Command::CheckSystem { config, shards } => egressd::commands::check_system(&config, shards),
+        Command::Certs { out } => egressd::commands::certs(&out),
+    };
+    ExitCode::from(code)
+}

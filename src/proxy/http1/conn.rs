@@ -1,0 +1,191 @@
+//! A downstream HTTP/1.1 connection: keep-alive loop, head read under the header deadline,
+//! routing by Host against the snapshot current at each request, local answers for denied
+//! or failed requests, and one access-log record per request. Generic over the stream so a
+//! TLS-terminated connection runs the same code.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Instant, SystemTime};
+
+use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+use super::exchange::{forward, Outgoing, UpstreamOutcome};
+use super::log::HttpLog;
+use super::head::{find_header, parse_request, Framing, RequestHead};
+use super::serialize;
+use crate::error::ProxyError;
+use crate::proxy::buf::ReadBuf;
+use crate::proxy::deadline::within;
+use crate::route::host::normalize_host;
+use crate::route::table::RequestView;
+use crate::runtime::shard::Shard;
+
+/// Who is on the other end of a downstream connection, for logs and policy.
+#[derive(Clone, Debug)]
+pub struct DownstreamInfo {
+    pub peer: SocketAddr,
+    /// The address the connection arrived on (the bound port, through `portMap`).
+    pub local: SocketAddr,
+    /// The Gateway port the listener serves (what routes match).
+    pub gateway_port: u16,
+    /// SNI of a terminated TLS connection.
+    pub sni: Option<String>,
+    pub peer_uri_san: Option<String>,
+    pub peer_subject: Option<String>,
+}
+
+/// Serves requests on `down` until the client closes, goes idle or a request forces a close.
+pub async fn serve<D: AsyncRead + AsyncWrite + Unpin>(shard: Rc<Shard>, mut down: D, info: DownstreamInfo) {
+    let gw = shard.bootstrap();
+    let head_limit = (gw.limits.max_request_headers_kb as usize * 1024).max(1024);
+    let mut buf = ReadBuf::new(head_limit);
+    let mut head = RequestHead::default();
+    let mut req_wire = Vec::with_capacity(1024);
+    let mut resp_wire = Vec::with_capacity(1024);
+    loop {
+        let gw = shard.bootstrap();
+        if buf.is_empty() {
+            match within(Some(gw.timeouts.downstream_idle), buf.fill(&mut down)).await {
+                Some(Ok(n)) if n > 0 => {}
+                _ => return,
+            }
+        }
+        let start_time = SystemTime::now();
+        let started = Instant::now();
+        let head_deadline = started + gw.timeouts.header_read;
+        let parsed = loop {
+            match parse_request(buf.data(), gw.limits.max_headers as usize, &mut head) {
+                Ok(Some(len)) => break Ok(len),
+                Ok(None) if buf.is_full() => break Err(ProxyError::HeaderTooLarge),
+                Ok(None) => {}
+                Err(e) => break Err(e),
+            }
+            let left = head_deadline.saturating_duration_since(Instant::now());
+            match within(Some(left), buf.fill(&mut down)).await {
+                None => break Err(ProxyError::HeaderTimeout),
+                Some(Ok(0)) | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            }
+        };
+        let mut log = HttpLog::new(start_time, &info);
+        let head_len = match parsed {
+            Ok(len) => len,
+            Err(e) => {
+                // The stream position is unknown after a bad head: answer and close.
+                reject(&shard, &mut down, &mut resp_wire, e, log, started).await;
+                return;
+            }
+        };
+        log.set_request(&head, find_header(buf.data(), &head.headers, "user-agent"));
+        let (result, outcome) =
+            route_and_forward(&shard, &info, &mut down, &mut buf, &head, head_len, &mut req_wire, &mut resp_wire, &mut log).await;
+        let close = outcome.close || head.close;
+        log.set_outcome(&outcome);
+        if let Err(e) = result {
+            reject_open(&shard, &mut down, &mut resp_wire, e, &mut log, close).await;
+        }
+        log.finish(started);
+        shard.log_http(log);
+        if close {
+            return;
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn route_and_forward<D: AsyncRead + AsyncWrite + Unpin>(
+    shard: &Rc<Shard>,
+    info: &DownstreamInfo,
+    down: &mut D,
+    buf: &mut ReadBuf,
+    head: &RequestHead,
+    head_len: usize,
+    req_wire: &mut Vec<u8>,
+    resp_wire: &mut Vec<u8>,
+    log: &mut HttpLog,
+) -> (Result<(), ProxyError>, UpstreamOutcome) {
+    // Until the body has been taken off the stream, an early answer must close the connection.
+    let mut outcome = UpstreamOutcome { close: head.framing != Framing::None, ..Default::default() };
+    macro_rules! deny {
+        ($e:expr) => {
+            return (Err($e), outcome)
+        };
+    }
+    let snapshot = shard.snapshot();
+    let Some(host) = normalize_host(&head.authority) else { deny!(ProxyError::BadRequest("invalid host")) };
+    let raw = buf.data();
+    let header = |name: &str| find_header(raw, &head.headers, name);
+    let view = RequestView { host: &host, authority: &head.authority, path: &head.path, method: &head.method, header: &header };
+    let Some(route) = snapshot.listener(info.gateway_port).and_then(|l| l.http.route(&view)) else {
+        deny!(ProxyError::NoRoute)
+    };
+    log.route_name = route.name.clone();
+    let cluster = &snapshot.clusters[route.pick(shard.random())];
+    log.cluster = Some(cluster.name.clone());
+    let state = shard.cluster_state(cluster);
+    let forwarded_for = match &head.forwarded_for {
+        Some(xff) => format!("{xff},{}", info.peer.ip()),
+        None => info.peer.ip().to_string(),
+    };
+    let request_id = head.request_id.clone().unwrap_or_else(|| shard.request_id());
+    serialize::request_head(req_wire, head, raw, &forwarded_for, &request_id);
+    log.forwarded_for = Some(forwarded_for);
+    log.request_id = Some(request_id);
+    buf.consume(head_len);
+    let body_in_wire = match head.framing {
+        Framing::None => true,
+        Framing::Length(n) if n <= buf.len() as u64 && n <= 16 * 1024 => {
+            req_wire.extend_from_slice(&buf.data()[..n as usize]);
+            buf.consume(n as usize);
+            true
+        }
+        _ => false,
+    };
+    let req = Outgoing {
+        head,
+        wire: req_wire,
+        body_in_wire,
+        body_limit: shard.bootstrap().limits.max_request_body_bytes,
+        head_request: head.method == "HEAD",
+    };
+    outcome.close = !body_in_wire;
+    let result = forward(shard, cluster, &state, route, req, down, buf, resp_wire, &mut outcome).await;
+    (result, outcome)
+}
+
+/// Answers a request that failed before any response byte was sent, then closes.
+async fn reject<D: AsyncWrite + Unpin>(shard: &Shard, down: &mut D, wire: &mut Vec<u8>, e: ProxyError, mut log: HttpLog, started: Instant) {
+    reject_open(shard, down, wire, e, &mut log, true).await;
+    log.finish(started);
+    shard.log_http(log);
+}
+
+/// Answers with a local response for `e` (nothing when the client is gone).
+async fn reject_open<D: AsyncWrite + Unpin>(shard: &Shard, down: &mut D, wire: &mut Vec<u8>, e: ProxyError, log: &mut HttpLog, close: bool) {
+    let status = e.status();
+    log.fail(&e);
+    if matches!(e, ProxyError::NoRoute) {
+        shard.count_blackhole();
+    }
+    tracing::debug!(error = %e, status, "request refused");
+    if status == 0 {
+        return;
+    }
+    serialize::local_response(wire, status, local_body(&e), close);
+    let _ = down.write_all(wire).await;
+    let _ = down.flush().await;
+}
+
+fn local_body(e: &ProxyError) -> &'static str {
+    match e {
+        ProxyError::NoRoute => "no route to this destination from the egress gateway\n",
+        ProxyError::NoHealthyUpstream => "no healthy upstream\n",
+        ProxyError::ConnectFailed(_) | ProxyError::ConnectTimeout => "upstream connect error\n",
+        ProxyError::UpstreamTimeout => "upstream request timeout\n",
+        ProxyError::HeaderTimeout => "request header timeout\n",
+        ProxyError::HeaderTooLarge => "request header too large\n",
+        ProxyError::BodyTooLarge => "request body too large\n",
+        ProxyError::BadRequest(_) => "bad request\n",
+        _ => "upstream error\n",
+    }
+}

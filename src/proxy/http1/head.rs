@@ -1,0 +1,310 @@
+//! HTTP/1.1 message heads: parsing with httparse, deciding framing and rejecting what a
+//! proxy must not pass on. Headers stay in the read buffer as byte ranges (no per-header
+//! allocation); `forward.rs` re-serialises them from there. The gateway decides framing;
+//! httparse only tokenises.
+
+use std::ops::Range;
+
+use crate::error::ProxyError;
+
+/// How a message body is delimited.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Framing {
+    #[default]
+    None,
+    Length(u64),
+    Chunked,
+    /// Response only: the body runs until the upstream closes.
+    UntilClose,
+}
+
+/// A header as two byte ranges into the buffer the head was parsed from.
+pub type HeaderSpan = (Range<usize>, Range<usize>);
+
+/// What the proxy keeps of a request head. Header ranges index the parse buffer, which must
+/// stay unconsumed until the head has been forwarded.
+#[derive(Debug, Default)]
+pub struct RequestHead {
+    pub method: String,
+    /// Origin-form path (absolute-form is reduced to it).
+    pub path: String,
+    /// 0 = HTTP/1.0, 1 = HTTP/1.1.
+    pub minor: u8,
+    /// Host header, or the authority of an absolute-form target.
+    pub authority: String,
+    pub user_agent: Option<String>,
+    pub forwarded_for: Option<String>,
+    pub request_id: Option<String>,
+    pub framing: Framing,
+    pub expect_continue: bool,
+    /// The client asked to close after this exchange (or is HTTP/1.0 without keep-alive).
+    pub close: bool,
+    pub headers: Vec<HeaderSpan>,
+}
+
+/// What the proxy keeps of a response head (ranges into the upstream read buffer).
+#[derive(Debug, Default)]
+pub struct ResponseHead {
+    pub status: u16,
+    pub minor: u8,
+    pub reason: Range<usize>,
+    pub framing: Framing,
+    /// The upstream will close after this response.
+    pub close: bool,
+    pub headers: Vec<HeaderSpan>,
+}
+
+/// Result of trying to parse a head from buffered bytes.
+pub enum Parsed<T> {
+    /// The head and its length in bytes.
+    Complete(T, usize),
+    Partial,
+}
+
+/// Headers a proxy never forwards (RFC 9110 §7.6.1, plus the legacy ones Envoy drops).
+pub fn is_hop_by_hop(name: &[u8]) -> bool {
+    const HOP: [&[u8]; 7] =
+        [b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"te", b"trailer"];
+    HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+}
+
+/// Finds a header value by case-insensitive name.
+pub fn find_header<'b>(buf: &'b [u8], headers: &[HeaderSpan], name: &str) -> Option<&'b str> {
+    headers
+        .iter()
+        .find(|(n, _)| buf[n.clone()].eq_ignore_ascii_case(name.as_bytes()))
+        .and_then(|(_, v)| std::str::from_utf8(&buf[v.clone()]).ok())
+}
+
+fn span(buf: &[u8], part: &[u8]) -> Range<usize> {
+    let start = part.as_ptr() as usize - buf.as_ptr() as usize;
+    start..start + part.len()
+}
+
+/// Parses a request head from `buf`. More than `max_headers` headers is a 431.
+pub fn parse_request(buf: &[u8], max_headers: usize, head: &mut RequestHead) -> Result<Option<usize>, ProxyError> {
+    let mut storage = [httparse::EMPTY_HEADER; 256];
+    let mut req = httparse::Request::new(&mut storage[..max_headers.clamp(1, 256)]);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(ProxyError::HeaderTooLarge),
+        Err(_) => return Err(ProxyError::BadRequest("malformed request head")),
+    };
+    let minor = req.version.unwrap_or(1);
+    *head = RequestHead {
+        method: req.method.unwrap_or_default().to_string(),
+        minor,
+        close: minor == 0,
+        headers: std::mem::take(&mut head.headers),
+        ..Default::default()
+    };
+    head.headers.clear();
+    let mut host: Option<&str> = None;
+    let mut content_length: Option<u64> = None;
+    let mut chunked = false;
+    for h in req.headers.iter() {
+        let value = std::str::from_utf8(h.value).map_err(|_| ProxyError::BadRequest("non-UTF-8 header value"))?;
+        let name = h.name;
+        if name.eq_ignore_ascii_case("host") {
+            if host.replace(value).is_some() {
+                return Err(ProxyError::BadRequest("duplicate host"));
+            }
+        } else if name.eq_ignore_ascii_case("content-length") {
+            let n = parse_length(value).ok_or(ProxyError::BadRequest("bad content-length"))?;
+            if content_length.replace(n).is_some_and(|old| old != n) {
+                return Err(ProxyError::BadRequest("conflicting content-length"));
+            }
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            if chunked || !value.eq_ignore_ascii_case("chunked") {
+                return Err(ProxyError::BadRequest("unsupported transfer-encoding"));
+            }
+            chunked = true;
+        } else if name.eq_ignore_ascii_case("connection") {
+            head.close = connection_close(value, minor);
+        } else if name.eq_ignore_ascii_case("expect") {
+            head.expect_continue = value.eq_ignore_ascii_case("100-continue");
+        } else if name.eq_ignore_ascii_case("user-agent") {
+            head.user_agent = Some(value.to_string());
+        } else if name.eq_ignore_ascii_case("x-forwarded-for") {
+            head.forwarded_for = Some(value.to_string());
+        } else if name.eq_ignore_ascii_case("x-request-id") {
+            head.request_id = Some(value.to_string());
+        }
+        head.headers.push((span(buf, name.as_bytes()), span(buf, h.value)));
+    }
+    head.framing = match (content_length, chunked) {
+        (Some(_), true) => return Err(ProxyError::BadRequest("both content-length and transfer-encoding")),
+        (Some(0), false) | (None, false) => Framing::None,
+        (Some(n), false) => Framing::Length(n),
+        (None, true) => Framing::Chunked,
+    };
+    let (path, uri_authority) = split_target(req.path.unwrap_or_default())?;
+    head.path = path.to_string();
+    head.authority = match (host, uri_authority) {
+        (Some(h), Some(a)) if !h.eq_ignore_ascii_case(a) => {
+            return Err(ProxyError::BadRequest("absolute-form host differs from host header"))
+        }
+        (Some(h), _) => h.to_string(),
+        (None, Some(a)) => a.to_string(),
+        (None, None) => return Err(ProxyError::BadRequest("missing host")),
+    };
+    Ok(Some(len))
+}
+
+/// Parses a response head. `head_request` and the status decide whether a body follows.
+pub fn parse_response(buf: &[u8], head_request: bool, head: &mut ResponseHead) -> Result<Option<usize>, ProxyError> {
+    let mut storage = [httparse::EMPTY_HEADER; 256];
+    let mut resp = httparse::Response::new(&mut storage);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(ProxyError::BadResponse("malformed response head")),
+    };
+    let minor = resp.version.unwrap_or(1);
+    let status = resp.code.unwrap_or(0);
+    *head = ResponseHead {
+        status,
+        minor,
+        reason: span(buf, resp.reason.unwrap_or_default().as_bytes()),
+        close: minor == 0,
+        headers: std::mem::take(&mut head.headers),
+        ..Default::default()
+    };
+    head.headers.clear();
+    let mut content_length: Option<u64> = None;
+    let mut chunked = false;
+    for h in resp.headers.iter() {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("content-length") {
+            let v = std::str::from_utf8(h.value).ok().and_then(parse_length);
+            let n = v.ok_or(ProxyError::BadResponse("bad content-length"))?;
+            if content_length.replace(n).is_some_and(|old| old != n) {
+                return Err(ProxyError::BadResponse("conflicting content-length"));
+            }
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            // Only chunked may be last; anything else is delimited by close (RFC 9112 §6.3).
+            chunked = h.value.eq_ignore_ascii_case(b"chunked");
+            if !chunked {
+                head.close = true;
+            }
+        } else if name.eq_ignore_ascii_case("connection") {
+            head.close = connection_close(std::str::from_utf8(h.value).unwrap_or(""), minor) || head.close;
+        }
+        head.headers.push((span(buf, name.as_bytes()), span(buf, h.value)));
+    }
+    head.framing = if head_request || status < 200 || status == 204 || status == 304 {
+        Framing::None
+    } else if chunked {
+        Framing::Chunked
+    } else if let Some(n) = content_length {
+        if n == 0 {
+            Framing::None
+        } else {
+            Framing::Length(n)
+        }
+    } else {
+        head.close = true;
+        Framing::UntilClose
+    };
+    Ok(Some(len))
+}
+
+fn connection_close(value: &str, minor: u8) -> bool {
+    let mut close = minor == 0;
+    for token in value.split(',').map(str::trim) {
+        if token.eq_ignore_ascii_case("close") {
+            return true;
+        }
+        if token.eq_ignore_ascii_case("keep-alive") {
+            close = false;
+        }
+    }
+    close
+}
+
+/// Splits a request target into origin-form path and, for absolute-form, its authority.
+fn split_target(target: &str) -> Result<(&str, Option<&str>), ProxyError> {
+    if target.starts_with('/') || target == "*" {
+        return Ok((target, None));
+    }
+    let rest = target
+        .strip_prefix("http://")
+        .or_else(|| target.strip_prefix("https://"))
+        .ok_or(ProxyError::BadRequest("invalid request target"))?;
+    let (authority, path) = match rest.find(['/', '?']) {
+        Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], &rest[i..]),
+        Some(_) => return Err(ProxyError::BadRequest("invalid request target")),
+        None => (rest, "/"),
+    };
+    if authority.is_empty() || authority.contains('@') {
+        return Err(ProxyError::BadRequest("invalid request target"));
+    }
+    Ok((path, Some(authority)))
+}
+
+/// A decimal length: digits only (no sign, no inner whitespace), no overflow.
+pub fn parse_length(value: &str) -> Option<u64> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    value.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(raw: &str) -> Result<RequestHead, ProxyError> {
+        let mut head = RequestHead::default();
+        parse_request(raw.as_bytes(), 100, &mut head).map(|n| {
+            assert!(n.is_some());
+            head
+        })
+    }
+
+    #[test]
+    fn parses_framing_and_keeps_header_spans() {
+        let raw = "POST /a HTTP/1.1\r\nHost: X.com\r\nContent-Length: 5\r\nUser-Agent: t\r\n\r\nhello";
+        let head = parse(raw).unwrap();
+        assert_eq!(head.framing, Framing::Length(5));
+        assert_eq!(head.authority, "X.com");
+        assert_eq!(find_header(raw.as_bytes(), &head.headers, "user-agent"), Some("t"));
+    }
+
+    #[test]
+    fn rejects_ambiguous_framing() {
+        for raw in [
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +1\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            "GET http://a/ HTTP/1.1\r\nHost: b\r\n\r\n",
+            "GET / HTTP/1.1\r\n\r\n",
+        ] {
+            assert!(matches!(parse(raw), Err(ProxyError::BadRequest(_))), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn absolute_form_becomes_origin_form() {
+        let head = parse("GET http://a.com/x?y HTTP/1.1\r\nHost: a.com\r\n\r\n").unwrap();
+        assert_eq!(head.path, "/x?y");
+        assert_eq!(head.authority, "a.com");
+    }
+
+    #[test]
+    fn response_framing() {
+        let mut head = ResponseHead::default();
+        let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n";
+        assert!(parse_response(raw, false, &mut head).unwrap().is_some());
+        assert_eq!(head.framing, Framing::Length(3));
+        assert!(parse_response(raw, true, &mut head).unwrap().is_some());
+        assert_eq!(head.framing, Framing::None);
+        let raw = b"HTTP/1.0 200 OK\r\n\r\n";
+        assert!(parse_response(raw, false, &mut head).unwrap().is_some());
+        assert_eq!(head.framing, Framing::UntilClose);
+        assert!(head.close);
+    }
+}

@@ -1,0 +1,109 @@
+//! Writing the heads the gateway forwards: the request head upstream (hop-by-hop headers
+//! dropped, `x-forwarded-for` and `x-request-id` set as Envoy sets them) and the response
+//! head downstream (`x-envoy-upstream-service-time` added). Writes into a reused `Vec`.
+
+use std::io::Write;
+
+use super::head::{is_hop_by_hop, Framing, HeaderSpan, RequestHead, ResponseHead};
+
+/// Header names listed in a `Connection` header are hop-by-hop too (RFC 9110 §7.6.1).
+fn named_in_connection(raw: &[u8], headers: &[HeaderSpan], name: &[u8]) -> bool {
+    headers.iter().any(|(n, v)| {
+        raw[n.clone()].eq_ignore_ascii_case(b"connection")
+            && raw[v.clone()].split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(name))
+    })
+}
+
+fn skip(raw: &[u8], headers: &[HeaderSpan], name: &[u8]) -> bool {
+    is_hop_by_hop(name) || named_in_connection(raw, headers, name)
+}
+
+/// The request head sent upstream. `raw` is the buffer `head` was parsed from.
+pub fn request_head(out: &mut Vec<u8>, head: &RequestHead, raw: &[u8], forwarded_for: &str, request_id: &str) {
+    out.clear();
+    out.extend_from_slice(head.method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(head.path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut has_host = false;
+    for (n, v) in &head.headers {
+        let name = &raw[n.clone()];
+        if skip(raw, &head.headers, name)
+            || name.eq_ignore_ascii_case(b"x-forwarded-for")
+            || name.eq_ignore_ascii_case(b"x-request-id")
+        {
+            continue;
+        }
+        has_host |= name.eq_ignore_ascii_case(b"host");
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(&raw[v.clone()]);
+        out.extend_from_slice(b"\r\n");
+    }
+    if !has_host {
+        // Absolute-form without a Host header: HTTP/1.1 upstreams require one.
+        let _ = write!(out, "host: {}\r\n", head.authority);
+    }
+    let _ = write!(out, "x-forwarded-for: {forwarded_for}\r\nx-request-id: {request_id}\r\n");
+    if head.framing == Framing::Chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The response head sent downstream. `close` adds `connection: close`.
+pub fn response_head(out: &mut Vec<u8>, head: &ResponseHead, raw: &[u8], service_time_ms: Option<u64>, close: bool) {
+    out.clear();
+    let _ = write!(out, "HTTP/1.1 {} ", head.status);
+    out.extend_from_slice(&raw[head.reason.clone()]);
+    out.extend_from_slice(b"\r\n");
+    for (n, v) in &head.headers {
+        let name = &raw[n.clone()];
+        if skip(raw, &head.headers, name) {
+            continue;
+        }
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(&raw[v.clone()]);
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some(ms) = service_time_ms {
+        let _ = write!(out, "x-envoy-upstream-service-time: {ms}\r\n");
+    }
+    if head.framing == Framing::Chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A response the gateway makes itself (errors, denials).
+pub fn local_response(out: &mut Vec<u8>, status: u16, body: &str, close: bool) {
+    out.clear();
+    let _ = write!(
+        out,
+        "HTTP/1.1 {status} {}\r\ncontent-length: {}\r\ncontent-type: text/plain\r\n{}\r\n{body}",
+        reason(status),
+        body.len(),
+        if close { "connection: close\r\n" } else { "" }
+    );
+}
+
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        408 => "Request Timeout",
+        413 => "Payload Too Large",
+        421 => "Misdirected Request",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Unknown",
+    }
+}

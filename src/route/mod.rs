@@ -1,0 +1,6 @@
+//! Compiled routing: host patterns, the tables a snapshot holds, and the compiler that builds
+//! them from the configuration model.
+
+pub mod compile;
+pub mod host;
+pub mod table;

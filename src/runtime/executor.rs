@@ -1,0 +1,114 @@
+//! Starting the shards: one pinned glommio executor per CPU of the plan, each binding its
+//! own SO_REUSEPORT listener per Gateway port, reporting when it listens, reconciling its
+//! listeners with each new snapshot, and draining on request.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use glommio::{LocalExecutorBuilder, Placement};
+
+use super::control::Control;
+use super::shard::Shard;
+use crate::config::model::Protocol;
+use crate::listener::accept::{accept_loop, ListenerCtx};
+use crate::listener::bind::bind_reuseport;
+use crate::obs::sink::LogSink;
+
+/// glommio registers this much memory per executor for its io_uring buffers; egressd does
+/// socket I/O only, so a small amount keeps the locked-memory need low (see README).
+pub const IO_MEMORY: usize = 512 * 1024;
+const TICK: Duration = Duration::from_millis(100);
+
+/// What a shard reports to the control thread once.
+pub enum ShardReport {
+    Listening(usize),
+    BindFailed(usize, SocketAddr, std::io::Error),
+}
+
+pub fn spawn_shard(
+    id: usize,
+    cpu: usize,
+    control: Arc<Control>,
+    log: LogSink,
+    reports: Sender<ShardReport>,
+) -> std::io::Result<glommio::ExecutorJoinHandle<()>> {
+    LocalExecutorBuilder::new(Placement::Fixed(cpu))
+        .name(&format!("egressd-shard-{id}"))
+        .io_memory(IO_MEMORY)
+        .spawn(move || async move { run_shard(id, control, log, reports).await })
+        .map_err(|e| std::io::Error::other(e.to_string()))
+}
+
+type ListenerKey = (u16, SocketAddr, Protocol);
+
+struct Bound {
+    task: glommio::task::JoinHandle<()>,
+    stop: Rc<Cell<bool>>,
+}
+
+async fn run_shard(id: usize, control: Arc<Control>, log: LogSink, reports: Sender<ShardReport>) {
+    let shard = Rc::new(Shard::new(id, control.shards, control.cell.clone(), log));
+    let mut bound: HashMap<ListenerKey, Bound> = HashMap::new();
+    if let Err((addr, e)) = reconcile(&shard, &mut bound) {
+        let _ = reports.send(ShardReport::BindFailed(id, addr, e));
+        return;
+    }
+    let _ = reports.send(ShardReport::Listening(id));
+    let mut generation = shard.snapshot().generation;
+    let mut last_sweep = Instant::now();
+    while !control.draining.load(Ordering::Relaxed) {
+        glommio::timer::sleep(TICK).await;
+        let current = shard.snapshot().generation;
+        if current != generation {
+            generation = current;
+            if let Err((addr, e)) = reconcile(&shard, &mut bound) {
+                tracing::error!(shard = id, %addr, error = %e, "cannot bind a listener added by reload");
+            }
+        }
+        if last_sweep.elapsed() >= Duration::from_secs(1) {
+            shard.tick();
+            last_sweep = Instant::now();
+        }
+    }
+    for (_, b) in bound.drain() {
+        b.stop.set(true);
+        b.task.cancel();
+    }
+    let drain = shard.bootstrap().timeouts.drain;
+    let deadline = Instant::now() + drain;
+    while shard.open_connections() > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+    }
+    tracing::debug!(shard = id, left = shard.open_connections(), "shard drained");
+}
+
+/// Binds listeners the snapshot has and this shard lacks; stops those it no longer has.
+fn reconcile(shard: &Rc<Shard>, bound: &mut HashMap<ListenerKey, Bound>) -> Result<(), (SocketAddr, std::io::Error)> {
+    let snapshot = shard.snapshot();
+    let wanted: Vec<ListenerKey> = snapshot.listeners.iter().map(|l| (l.gateway_port, l.bind, l.protocol)).collect();
+    bound.retain(|key, b| {
+        let keep = wanted.contains(key);
+        if !keep {
+            b.stop.set(true);
+            b.task.cancel();
+        }
+        keep
+    });
+    for key in wanted {
+        if bound.contains_key(&key) {
+            continue;
+        }
+        let listener = bind_reuseport(key.1).map_err(|e| (key.1, e))?;
+        let stop = Rc::new(Cell::new(false));
+        let ctx = ListenerCtx { gateway_port: key.0, protocol: key.2, active: Rc::new(Cell::new(0)) };
+        let task = glommio::spawn_local(accept_loop(shard.clone(), listener, ctx, stop.clone())).detach();
+        bound.insert(key, Bound { task, stop });
+    }
+    Ok(())
+}

@@ -1,0 +1,184 @@
+//! `egressd run`: load and check the configuration, plan shards on CPUs, start the shards,
+//! the admin server and the DNS thread, then serve signals until a drain ends the process.
+//! Exit codes are DESIGN.md's: 1 invalid config, 3 bind/instance/runtime failure, 4 limits.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+use signal_hook::iterator::Signals;
+
+use super::control::Control;
+use super::executor::{spawn_shard, ShardReport};
+use crate::config::model::{Config, Protocol};
+use crate::config::{load, LoadMode};
+use crate::listener::bind::InstanceLock;
+use crate::obs::sink::LogSink;
+
+pub struct RunArgs {
+    pub config: PathBuf,
+    pub shards: Option<usize>,
+    pub cpus: Option<Vec<usize>>,
+    pub log_level: Option<String>,
+}
+
+pub const EXIT_CONFIG: u8 = 1;
+pub const EXIT_RUNTIME: u8 = 3;
+pub const EXIT_LIMITS: u8 = 4;
+
+pub fn run(args: RunArgs) -> u8 {
+    let loaded = match load(&args.config, LoadMode::Run) {
+        Ok(l) => l,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            return EXIT_CONFIG;
+        }
+    };
+    crate::obs::logging::init(args.log_level.as_deref(), &loaded.config.gateway.log_level);
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    let cpus = match plan_cpus(&loaded.config, args.shards, args.cpus.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{}: {e}", args.config.display());
+            return EXIT_CONFIG;
+        }
+    };
+    let control = Control::new(&args.config, loaded.config, cpus.len());
+    let snapshot = control.snapshot();
+    let addrs: Vec<_> = snapshot.listeners.iter().map(|l| l.bind).collect();
+    let _lock = match InstanceLock::acquire(&addrs) {
+        Ok(lock) => lock,
+        Err(e) => {
+            tracing::error!(error = %e, "refusing to start");
+            return EXIT_RUNTIME;
+        }
+    };
+    let (tx, rx) = mpsc::channel();
+    let mut handles = Vec::new();
+    for (id, cpu) in cpus.iter().copied().enumerate() {
+        tracing::info!(shard = id, cpu, "starting shard");
+        match spawn_shard(id, cpu, control.clone(), LogSink, tx.clone()) {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                tracing::error!(shard = id, cpu, error = %e, "cannot start shard");
+                return stop(&control, handles, EXIT_RUNTIME);
+            }
+        }
+    }
+    for _ in 0..cpus.len() {
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(ShardReport::Listening(_)) => {
+                control.shards_listening.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(ShardReport::BindFailed(id, addr, e)) => {
+                tracing::error!(shard = id, %addr, error = %e, "cannot bind listener");
+                return stop(&control, handles, EXIT_RUNTIME);
+            }
+            Err(_) => {
+                tracing::error!("a shard did not report in time");
+                return stop(&control, handles, EXIT_RUNTIME);
+            }
+        }
+    }
+    for l in &snapshot.listeners {
+        tracing::info!(
+            "listening name={} gateway_port={} bound={} protocol={} shards={}",
+            l.name,
+            l.gateway_port,
+            l.bind,
+            protocol_name(l.protocol),
+            cpus.len()
+        );
+    }
+    if let Some(addr) = snapshot.config.gateway.admin {
+        match crate::admin::server::spawn(addr, control.clone()) {
+            Ok(bound) => tracing::info!("admin listening bound={bound}"),
+            Err(e) => {
+                tracing::error!(%addr, error = %e, "cannot bind the admin server");
+                return stop(&control, handles, EXIT_RUNTIME);
+            }
+        }
+    }
+    if let Err(e) = super::dns_thread::spawn(control.clone()) {
+        tracing::error!(error = %e, "cannot start the DNS thread");
+    }
+    serve_signals(&control);
+    stop(&control, handles, 0)
+}
+
+/// Blocks on signals until SIGTERM/SIGINT.
+fn serve_signals(control: &Arc<Control>) {
+    let mut signals = match Signals::new([SIGHUP, SIGTERM, SIGINT, SIGUSR1]) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install signal handlers");
+            return;
+        }
+    };
+    for signal in signals.forever() {
+        match signal {
+            SIGHUP => {
+                let _ = control.reload();
+            }
+            SIGUSR1 => tracing::info!("SIGUSR1: reopening the access log"),
+            _ => {
+                tracing::info!(signal, "draining and exiting");
+                return;
+            }
+        }
+    }
+}
+
+fn stop(control: &Control, handles: Vec<glommio::ExecutorJoinHandle<()>>, code: u8) -> u8 {
+    control.draining.store(true, Ordering::Relaxed);
+    control.exiting.store(true, Ordering::Relaxed);
+    for h in handles {
+        let _ = h.join();
+    }
+    tracing::info!(code, "stopped");
+    code
+}
+
+/// The CPUs the shards run on: `--cpus` beats the file; `--shards` takes the first N. Every
+/// CPU must be in the process's affinity mask (taskset, cgroups, Kubernetes' CPU manager).
+pub fn plan_cpus(config: &Config, shards: Option<usize>, cpus: Option<&[usize]>) -> Result<Vec<usize>, String> {
+    let mask: Vec<usize> = core_affinity::get_core_ids().unwrap_or_default().into_iter().map(|c| c.id).collect();
+    if mask.is_empty() {
+        return Err("cannot read the process's CPU affinity mask".into());
+    }
+    let chosen: Vec<usize> = match cpus {
+        Some(c) => c.to_vec(),
+        None if !config.gateway.cpus.is_empty() => config.gateway.cpus.clone(),
+        None => mask.clone(),
+    };
+    if let Some(cpu) = chosen.iter().find(|c| !mask.contains(c)) {
+        return Err(format!("CPU {cpu} is outside this process's affinity mask {mask:?}"));
+    }
+    let shards = shards.or((config.gateway.shards > 0).then_some(config.gateway.shards)).unwrap_or(chosen.len());
+    if shards == 0 {
+        return Err("shards must be at least 1".into());
+    }
+    if shards > chosen.len() {
+        return Err(format!("more shards ({shards}) than CPUs ({})", chosen.len()));
+    }
+    Ok(chosen[..shards].to_vec())
+}
+
+pub fn protocol_name(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Http => "HTTP",
+        Protocol::Https => "HTTPS",
+        Protocol::Http2 => "HTTP2",
+        Protocol::Grpc => "GRPC",
+        Protocol::Tls => "TLS",
+        Protocol::Tcp => "TCP",
+        Protocol::Mongo => "MONGO",
+    }
+}

@@ -1,0 +1,67 @@
+//! A cluster as the data path sees it: the compiled, immutable description of one
+//! `outbound|port|subset|host` destination with its endpoints and policies. Built by
+//! `route::compile` on the control thread; shards only read it.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::config::model::{ClientTls, LoadBalancer, Resolution};
+
+/// Index of a cluster in `Snapshot::clusters`.
+pub type ClusterId = usize;
+
+#[derive(Debug)]
+pub struct Cluster {
+    /// Envoy's name, e.g. `outbound|80||edition.cnn.com`: stats and logs use it verbatim.
+    pub name: String,
+    /// The destination host the routes name.
+    pub host: String,
+    /// The ServiceEntry port number (the one in the cluster name).
+    pub port: u16,
+    pub resolution: Resolution,
+    pub endpoints: Vec<Endpoint>,
+    /// For DNS clusters: the names behind `endpoints`, re-resolved by the control thread.
+    pub dns_targets: Vec<DnsTarget>,
+    pub lb: LoadBalancer,
+    pub connect_timeout: Duration,
+    /// How long an idle pooled upstream connection is kept.
+    pub idle_timeout: Duration,
+    /// 0 = unlimited.
+    pub max_requests_per_connection: u32,
+    /// TLS origination towards the endpoints (DestinationRule `tls`), None = plain.
+    pub tls: Option<ClientTls>,
+}
+
+/// One address the cluster may connect to. For DNS clusters this is an address the control
+/// thread resolved and checked; the shard connects to exactly this address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    pub weight: u32,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Envoy's cluster name: `outbound|<port>|<subset>|<host>`.
+pub fn cluster_name(port: u16, subset: Option<&str>, host: &str) -> String {
+    format!("outbound|{port}|{}|{host}", subset.unwrap_or(""))
+}
+
+/// The names a DNS cluster needs resolved, with the upstream port and the endpoint's
+/// weight and labels, kept so the control thread can rebuild endpoints from answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnsTarget {
+    pub name: String,
+    pub port: u16,
+    pub weight: u32,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn names_follow_envoy() {
+        assert_eq!(super::cluster_name(443, None, "edition.cnn.com"), "outbound|443||edition.cnn.com");
+        assert_eq!(super::cluster_name(80, Some("v1"), "a.b"), "outbound|80|v1|a.b");
+    }
+}

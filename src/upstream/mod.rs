@@ -1,0 +1,8 @@
+//! Upstream side: clusters and endpoints, traffic policy, connecting, per-shard pools.
+
+pub mod addr_policy;
+pub mod cluster;
+pub mod connect;
+pub mod dns;
+pub mod policy;
+pub mod pool;
