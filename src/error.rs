@@ -56,13 +56,11 @@ impl ProxyError {
     pub fn fault(&self) -> Fault {
         use ProxyError::*;
         match self {
-            BadRequest(_) | HeaderTooLarge | BodyTooLarge | HeaderTimeout | DownstreamClosed | DownstreamIo(_) => {
-                Fault::Downstream
-            }
+            BadRequest(_) | HeaderTooLarge | BodyTooLarge | HeaderTimeout | DownstreamClosed
+            | DownstreamIo(_) => Fault::Downstream,
             NoRoute | NoHealthyUpstream => Fault::Config,
-            ConnectFailed(_) | ConnectTimeout | UpstreamTimeout | UpstreamReset(_) | UpstreamClosed | BadResponse(_) => {
-                Fault::Upstream
-            }
+            ConnectFailed(_) | ConnectTimeout | UpstreamTimeout | UpstreamReset(_)
+            | UpstreamClosed | BadResponse(_) => Fault::Upstream,
             Internal(_) => Fault::Internal,
         }
     }
@@ -103,6 +101,9 @@ impl ProxyError {
 
     /// A connect failure happened before any byte of the request left: always safe to retry.
     pub fn is_connect_failure(&self) -> bool {
-        matches!(self, ProxyError::ConnectFailed(_) | ProxyError::ConnectTimeout)
+        matches!(
+            self,
+            ProxyError::ConnectFailed(_) | ProxyError::ConnectTimeout
+        )
     }
 }

@@ -43,7 +43,11 @@ fn ready(control: &Control) -> Response {
 }
 
 fn server_info(control: &Control) -> Response {
-    let state = if control.draining.load(Ordering::Relaxed) { "DRAINING" } else { "LIVE" };
+    let state = if control.draining.load(Ordering::Relaxed) {
+        "DRAINING"
+    } else {
+        "LIVE"
+    };
     let body = serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
         "state": state,

@@ -15,18 +15,20 @@ const MAX_REQUEST: usize = 8 * 1024;
 pub fn spawn(addr: SocketAddr, control: Arc<Control>) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
-    std::thread::Builder::new().name("egressd-admin".into()).spawn(move || {
-        for stream in listener.incoming() {
-            if control.exiting.load(Ordering::Relaxed) {
-                return;
-            }
-            if let Ok(stream) = stream {
-                if let Err(e) = handle(stream, &control) {
-                    tracing::debug!(error = %e, "admin request failed");
+    std::thread::Builder::new()
+        .name("egressd-admin".into())
+        .spawn(move || {
+            for stream in listener.incoming() {
+                if control.exiting.load(Ordering::Relaxed) {
+                    return;
+                }
+                if let Ok(stream) = stream {
+                    if let Err(e) = handle(stream, &control) {
+                        tracing::debug!(error = %e, "admin request failed");
+                    }
                 }
             }
-        }
-    })?;
+        })?;
     Ok(bound)
 }
 
@@ -38,11 +40,19 @@ pub struct Response {
 
 impl Response {
     pub fn text(status: u16, body: impl Into<String>) -> Self {
-        Response { status, content_type: "text/plain; charset=utf-8", body: body.into() }
+        Response {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: body.into(),
+        }
     }
 
     pub fn json(status: u16, body: String) -> Self {
-        Response { status, content_type: "application/json", body }
+        Response {
+            status,
+            content_type: "application/json",
+            body,
+        }
     }
 }
 
@@ -61,7 +71,11 @@ fn handle(mut stream: TcpStream, control: &Control) -> std::io::Result<()> {
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(&buf[..filled]) {
             Ok(httparse::Status::Complete(_)) => {
-                break super::routes::dispatch(req.method.unwrap_or(""), req.path.unwrap_or("/"), control);
+                break super::routes::dispatch(
+                    req.method.unwrap_or(""),
+                    req.path.unwrap_or("/"),
+                    control,
+                );
             }
             Ok(httparse::Status::Partial) if filled < buf.len() => continue,
             Ok(httparse::Status::Partial) => break Response::text(431, "request too large\n"),

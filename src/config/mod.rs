@@ -54,7 +54,10 @@ pub fn load(path: &Path, mode: LoadMode) -> Result<Loaded, Vec<Diagnostic>> {
                 line: 1,
                 col: 1,
             };
-            Err(vec![Diagnostic::error(span, format!("cannot read configuration: {e}"))])
+            Err(vec![Diagnostic::error(
+                span,
+                format!("cannot read configuration: {e}"),
+            )])
         }
     }
 }

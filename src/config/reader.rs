@@ -73,9 +73,7 @@ pub(crate) fn snake_case(camel: &str) -> String {
 
 /// True when `key` is one of `names` ("a|b" lists aliases) in camelCase or snake_case.
 fn key_matches(key: &str, names: &str) -> bool {
-    names
-        .split('|')
-        .any(|n| key == n || key == snake_case(n))
+    names.split('|').any(|n| key == n || key == snake_case(n))
 }
 
 fn join(path: &str, name: &str) -> String {
@@ -96,11 +94,17 @@ pub(crate) fn node_int(cx: &mut Cx, node: &Node, path: &str, min: i64, max: i64)
     match value {
         Some(v) if (min..=max).contains(&v) => Some(v),
         Some(v) => {
-            cx.error(&node.span, format!("{path}: {v} is out of range {min}..{max}"));
+            cx.error(
+                &node.span,
+                format!("{path}: {v} is out of range {min}..{max}"),
+            );
             None
         }
         None => {
-            cx.error(&node.span, format!("{path}: expected an integer, found {}", shown(node)));
+            cx.error(
+                &node.span,
+                format!("{path}: expected an integer, found {}", shown(node)),
+            );
             None
         }
     }
@@ -113,7 +117,10 @@ pub(crate) fn node_string(cx: &mut Cx, node: &Node, path: &str) -> Option<Spanne
             span: node.span.clone(),
         }),
         None => {
-            cx.error(&node.span, format!("{path}: expected a string, found {}", node.describe()));
+            cx.error(
+                &node.span,
+                format!("{path}: expected a string, found {}", node.describe()),
+            );
             None
         }
     }
@@ -124,7 +131,10 @@ pub(crate) fn node_duration(cx: &mut Cx, node: &Node, path: &str) -> Option<Dura
     match parse_duration(&s.value) {
         Ok(d) => Some(d),
         Err(e) => {
-            cx.error(&node.span, format!("{path}: invalid duration '{}': {e}", s.value));
+            cx.error(
+                &node.span,
+                format!("{path}: invalid duration '{}': {e}", s.value),
+            );
             None
         }
     }
@@ -155,19 +165,32 @@ impl<'a> Obj<'a> {
             NodeKind::Map(entries) => entries,
             NodeKind::Null => &[],
             _ => {
-                let at = if path.is_empty() { kind.to_string() } else { path };
-                cx.error(&node.span, format!("{at}: expected a mapping, found {}", node.describe()));
+                let at = if path.is_empty() {
+                    kind.to_string()
+                } else {
+                    path
+                };
+                cx.error(
+                    &node.span,
+                    format!("{at}: expected a mapping, found {}", node.describe()),
+                );
                 return None;
             }
         };
         for (k, _) in entries {
             if k.as_scalar().is_none() {
-                cx.error(&k.span, format!("{kind} {path}: field names must be strings"));
+                cx.error(
+                    &k.span,
+                    format!("{kind} {path}: field names must be strings"),
+                );
             }
         }
         Some(Obj {
             span: node.span.clone(),
-            used: entries.iter().map(|(k, _)| k.as_scalar().is_none()).collect(),
+            used: entries
+                .iter()
+                .map(|(k, _)| k.as_scalar().is_none())
+                .collect(),
             entries,
             kind,
             path,
@@ -232,7 +255,10 @@ impl<'a> Obj<'a> {
 
     fn missing(&self, cx: &mut Cx, names: &str) {
         let name = names.split('|').next().unwrap_or(names);
-        cx.error(&self.span, format!("missing field '{name}' in {}", self.context()));
+        cx.error(
+            &self.span,
+            format!("missing field '{name}' in {}", self.context()),
+        );
     }
 
     fn context(&self) -> String {
@@ -269,7 +295,8 @@ impl<'a> Obj<'a> {
 
     /// A port number, 1..65535.
     pub fn port(&mut self, cx: &mut Cx, names: &str) -> Option<u16> {
-        self.int(cx, names, 1, 65535).and_then(|v| u16::try_from(v).ok())
+        self.int(cx, names, 1, 65535)
+            .and_then(|v| u16::try_from(v).ok())
     }
 
     pub fn req_port(&mut self, cx: &mut Cx, names: &str) -> Option<u16> {
@@ -285,14 +312,22 @@ impl<'a> Obj<'a> {
         let node = self.node(cx, names)?;
         // A quoted "true" is a string, as in JSON.
         let plain = match &node.kind {
-            NodeKind::Scalar { text, quoted: false, .. } => Some(text.as_str()),
+            NodeKind::Scalar {
+                text,
+                quoted: false,
+                ..
+            } => Some(text.as_str()),
             _ => None,
         };
         match plain {
             Some("true" | "True" | "TRUE") => Some(true),
             Some("false" | "False" | "FALSE") => Some(false),
             _ => {
-                let msg = format!("{}: expected true or false, found {}", self.path_of(names), shown(node));
+                let msg = format!(
+                    "{}: expected true or false, found {}",
+                    self.path_of(names),
+                    shown(node)
+                );
                 cx.error(&node.span, msg);
                 None
             }
@@ -317,7 +352,10 @@ impl<'a> Obj<'a> {
                 .map(|(i, n)| (format!("{path}[{i}]"), n))
                 .collect(),
             _ => {
-                cx.error(&node.span, format!("{path}: expected a list, found {}", node.describe()));
+                cx.error(
+                    &node.span,
+                    format!("{path}: expected a list, found {}", node.describe()),
+                );
                 Vec::new()
             }
         }
@@ -363,7 +401,10 @@ impl<'a> Obj<'a> {
                     }
                 }
             }
-            _ => cx.error(&node.span, format!("{path}: expected a mapping, found {}", node.describe())),
+            _ => cx.error(
+                &node.span,
+                format!("{path}: expected a mapping, found {}", node.describe()),
+            ),
         }
         out
     }
@@ -383,7 +424,10 @@ impl<'a> Obj<'a> {
         }
         let path = self.path_of(names);
         if unsupported.contains(&s.value.as_str()) {
-            cx.error(&s.span, format!("unsupported by egressd: {path} {}", s.value));
+            cx.error(
+                &s.span,
+                format!("unsupported by egressd: {path} {}", s.value),
+            );
         } else {
             let list: Vec<&str> = allowed.iter().map(|(n, _)| *n).collect();
             let msg = format!(
@@ -448,21 +492,35 @@ mod tests {
     #[test]
     fn snake_and_camel_names_are_the_same_field() {
         assert_eq!(snake_case("sniHosts"), "sni_hosts");
-        assert_eq!(snake_case("http1MaxPendingRequests"), "http1_max_pending_requests");
-        let docs = yaml::parse("sni_hosts: [a]\nmaxRetries: 3\nhsots: 1\n", &Arc::new("t.yaml".into())).unwrap();
+        assert_eq!(
+            snake_case("http1MaxPendingRequests"),
+            "http1_max_pending_requests"
+        );
+        let docs = yaml::parse(
+            "sni_hosts: [a]\nmaxRetries: 3\nhsots: 1\n",
+            &Arc::new("t.yaml".into()),
+        )
+        .unwrap();
         let mut cx = cx();
         let mut o = Obj::new(&mut cx, &docs[0], "VirtualService", "spec".into()).unwrap();
         assert_eq!(o.strings(&mut cx, "sniHosts").len(), 1);
         assert_eq!(o.u32(&mut cx, "maxRetries"), Some(3));
         o.finish(&mut cx);
         assert_eq!(cx.diags.len(), 1);
-        assert_eq!(cx.diags[0].message, "unknown field 'hsots' in VirtualService spec");
+        assert_eq!(
+            cx.diags[0].message,
+            "unknown field 'hsots' in VirtualService spec"
+        );
         assert_eq!(cx.diags[0].position(), (3, 1));
     }
 
     #[test]
     fn both_spellings_at_once_is_a_duplicate() {
-        let docs = yaml::parse("sni_hosts: [a]\nsniHosts: [b]\n", &Arc::new("t.yaml".into())).unwrap();
+        let docs = yaml::parse(
+            "sni_hosts: [a]\nsniHosts: [b]\n",
+            &Arc::new("t.yaml".into()),
+        )
+        .unwrap();
         let mut cx = cx();
         let mut o = Obj::new(&mut cx, &docs[0], "VirtualService", String::new()).unwrap();
         o.strings(&mut cx, "sniHosts");
@@ -478,7 +536,13 @@ mod tests {
         let mut o = Obj::new(&mut cx, &docs[0], "Gateway", String::new()).unwrap();
         assert_eq!(o.port(&mut cx, "port"), None);
         assert!(cx.diags[0].message.contains("out of range 1..65535"));
-        assert_eq!(cx.resolve("certs/key.pem"), PathBuf::from("/etc/egressd/certs/key.pem"));
-        assert_eq!(cx.resolve("/etc/certs/key.pem"), PathBuf::from("/etc/certs/key.pem"));
+        assert_eq!(
+            cx.resolve("certs/key.pem"),
+            PathBuf::from("/etc/egressd/certs/key.pem")
+        );
+        assert_eq!(
+            cx.resolve("/etc/certs/key.pem"),
+            PathBuf::from("/etc/certs/key.pem")
+        );
     }
 }

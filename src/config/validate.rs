@@ -13,18 +13,24 @@ use std::path::PathBuf;
 use super::gateway::mode_name;
 use super::hosts::host_matches;
 use super::model::{
-    ClientTls, ClientTlsMode, Config, Destination, DestinationRule, Gateway, ServiceEntry,
-    ServerTlsMode, Span, TrafficPolicy, WeightedDestination,
+    ClientTls, ClientTlsMode, Config, Destination, DestinationRule, Gateway, ServerTlsMode,
+    ServiceEntry, Span, TrafficPolicy, WeightedDestination,
 };
 use super::reader::Cx;
 use super::service_entry::protocol_name;
 
 pub(crate) fn validate(cx: &mut Cx, config: &mut Config) {
-    let defined: HashSet<&str> = config.gateways.iter().map(|g| g.meta.name.as_str()).collect();
+    let defined: HashSet<&str> = config
+        .gateways
+        .iter()
+        .map(|g| g.meta.name.as_str())
+        .collect();
     check_gateway_names(cx, config, &defined);
     check_routes(cx, config, &defined);
     let labels = config.gateway.labels.clone();
-    config.gateways.retain(|g| g.selector.iter().all(|(k, v)| labels.get(k) == Some(v)));
+    config
+        .gateways
+        .retain(|g| g.selector.iter().all(|(k, v)| labels.get(k) == Some(v)));
     check_servers(cx, config);
     let ses = config.service_entries.clone();
     config
@@ -44,8 +50,16 @@ fn check_gateway_names(cx: &mut Cx, config: &Config, defined: &HashSet<&str>) {
             .http
             .iter()
             .flat_map(|r| r.matches.iter().flat_map(|m| &m.gateways))
-            .chain(vs.tls.iter().flat_map(|r| r.matches.iter().flat_map(|m| &m.gateways)))
-            .chain(vs.tcp.iter().flat_map(|r| r.matches.iter().flat_map(|m| &m.gateways)));
+            .chain(
+                vs.tls
+                    .iter()
+                    .flat_map(|r| r.matches.iter().flat_map(|m| &m.gateways)),
+            )
+            .chain(
+                vs.tcp
+                    .iter()
+                    .flat_map(|r| r.matches.iter().flat_map(|m| &m.gateways)),
+            );
         let mut warned = HashSet::new();
         for g in vs.gateways.iter().chain(from_matches) {
             if g != "mesh" && !defined.contains(g.as_str()) && warned.insert(g.clone()) {
@@ -58,7 +72,11 @@ fn check_gateway_names(cx: &mut Cx, config: &Config, defined: &HashSet<&str>) {
 
 /// A route is gateway-side when one of its effective gateways (the match's own list, else the
 /// VirtualService's) is a Gateway of this file; `mesh`-only routes belong to the sidecars.
-fn gateway_side<'a>(vs_gateways: &'a [String], matches: impl Iterator<Item = &'a [String]>, defined: &HashSet<&str>) -> bool {
+fn gateway_side<'a>(
+    vs_gateways: &'a [String],
+    matches: impl Iterator<Item = &'a [String]>,
+    defined: &HashSet<&str>,
+) -> bool {
     let mut any = false;
     let mut hit = false;
     for m in matches {
@@ -98,8 +116,15 @@ fn check_routes(cx: &mut Cx, config: &Config, defined: &HashSet<&str>) {
 }
 
 fn check_destination(cx: &mut Cx, config: &Config, d: &Destination) {
-    let Some(se) = config.service_entries.iter().find(|se| declares(se, &d.host)) else {
-        let msg = format!("route to '{}': host not declared by any ServiceEntry", d.host);
+    let Some(se) = config
+        .service_entries
+        .iter()
+        .find(|se| declares(se, &d.host))
+    else {
+        let msg = format!(
+            "route to '{}': host not declared by any ServiceEntry",
+            d.host
+        );
         cx.error(&d.span, msg);
         return;
     };
@@ -132,7 +157,10 @@ fn check_destination(cx: &mut Cx, config: &Config, d: &Destination) {
             .filter(|dr| host_matches(&dr.host, &d.host))
             .any(|dr| dr.subsets.iter().any(|s| &s.name == subset));
         if !found {
-            let msg = format!("route to '{}': subset '{subset}' is defined by no DestinationRule for this host", d.host);
+            let msg = format!(
+                "route to '{}': subset '{subset}' is defined by no DestinationRule for this host",
+                d.host
+            );
             cx.error(&d.span, msg);
         }
     }
@@ -207,7 +235,9 @@ fn check_destination_rules(cx: &mut Cx, config: &Config) {
 
 fn client_tls_settings(dr: &DestinationRule) -> Vec<&ClientTls> {
     fn of(p: &TrafficPolicy) -> impl Iterator<Item = &ClientTls> {
-        p.tls.iter().chain(p.port_level_settings.iter().filter_map(|s| s.tls.as_ref()))
+        p.tls
+            .iter()
+            .chain(p.port_level_settings.iter().filter_map(|s| s.tls.as_ref()))
     }
     dr.traffic_policy
         .iter()

@@ -21,7 +21,12 @@ pub struct ListenerCtx {
 }
 
 /// Accepts until `stop` says so. EMFILE/ENFILE back off instead of spinning.
-pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, ctx: ListenerCtx, stop: Rc<Cell<bool>>) {
+pub async fn accept_loop(
+    shard: Rc<Shard>,
+    listener: TcpListener,
+    ctx: ListenerCtx,
+    stop: Rc<Cell<bool>>,
+) {
     let ctx = Rc::new(ctx);
     while !stop.get() {
         let stream = match listener.accept().await {
@@ -31,7 +36,13 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, ctx: ListenerC
                     glommio::GlommioError::IoError(io) => io.raw_os_error(),
                     _ => None,
                 };
-                if matches!(raw, Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM)) {
+                if matches!(
+                    raw,
+                    Some(libc::EMFILE)
+                        | Some(libc::ENFILE)
+                        | Some(libc::ENOBUFS)
+                        | Some(libc::ENOMEM)
+                ) {
                     tracing::warn!(error = %e, shard = shard.id, "accept: out of resources, backing off");
                     glommio::timer::sleep(Duration::from_millis(100)).await;
                 } else {
@@ -72,9 +83,18 @@ fn admit(shard: &Shard, ctx: &ListenerCtx) -> bool {
 }
 
 async fn handle(shard: Rc<Shard>, stream: TcpStream, ctx: &ListenerCtx) {
-    let (Ok(peer), Ok(local)) = (stream.peer_addr(), stream.local_addr()) else { return };
+    let (Ok(peer), Ok(local)) = (stream.peer_addr(), stream.local_addr()) else {
+        return;
+    };
     let _ = stream.set_nodelay(true);
-    let info = DownstreamInfo { peer, local, gateway_port: ctx.gateway_port, sni: None, peer_uri_san: None, peer_subject: None };
+    let info = DownstreamInfo {
+        peer,
+        local,
+        gateway_port: ctx.gateway_port,
+        sni: None,
+        peer_uri_san: None,
+        peer_subject: None,
+    };
     match ctx.protocol {
         Protocol::Http | Protocol::Http2 | Protocol::Grpc => serve(shard, stream, info).await,
         other => tracing::warn!(?other, "listener protocol not served yet; closing"),

@@ -24,7 +24,6 @@ pub fn bind_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.set_cloexec(true)?;
     let fd = socket.into_raw_fd();
 
-
     Ok(crate::sys::fd::listener_from_fd(fd))
 }
 
@@ -41,17 +40,21 @@ impl InstanceLock {
         let mut sockets = Vec::new();
         for addr in addrs {
             let name = format!("egressd-listener-{addr}");
-            let abstract_addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
-            let socket = std::os::unix::net::UnixListener::bind_addr(&abstract_addr).map_err(|e| {
-                if e.kind() == io::ErrorKind::AddrInUse {
-                    io::Error::new(io::ErrorKind::AddrInUse, format!("another egressd already serves {addr}"))
-                } else {
-                    e
-                }
-            })?;
+            let abstract_addr =
+                std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+            let socket =
+                std::os::unix::net::UnixListener::bind_addr(&abstract_addr).map_err(|e| {
+                    if e.kind() == io::ErrorKind::AddrInUse {
+                        io::Error::new(
+                            io::ErrorKind::AddrInUse,
+                            format!("another egressd already serves {addr}"),
+                        )
+                    } else {
+                        e
+                    }
+                })?;
             sockets.push(socket);
         }
         Ok(InstanceLock { _sockets: sockets })
     }
 }
-

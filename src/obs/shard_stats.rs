@@ -28,7 +28,11 @@ pub struct ShardStats {
 
 impl ShardStats {
     pub fn cluster(&self, name: &str) -> Rc<ClusterStats> {
-        self.clusters.borrow_mut().entry(name.to_string()).or_default().clone()
+        self.clusters
+            .borrow_mut()
+            .entry(name.to_string())
+            .or_default()
+            .clone()
     }
     pub fn listener_opened(&self, _port: u16) {}
     pub fn listener_closed(&self, _port: u16) {}

@@ -14,7 +14,11 @@ pub struct ReadBuf {
 
 impl ReadBuf {
     pub fn new(capacity: usize) -> Self {
-        ReadBuf { buf: vec![0; capacity].into_boxed_slice(), start: 0, end: 0 }
+        ReadBuf {
+            buf: vec![0; capacity].into_boxed_slice(),
+            start: 0,
+            end: 0,
+        }
     }
 
     /// Unconsumed bytes.

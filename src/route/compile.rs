@@ -20,9 +20,18 @@ pub type DnsLookup<'a> = &'a dyn Fn(&str) -> Option<Vec<IpAddr>>;
 
 /// Compiles `config` into a snapshot numbered `generation`.
 pub fn compile(config: Arc<Config>, generation: u64, dns: DnsLookup<'_>) -> Snapshot {
-    let mut clusters = ClusterSet { config: &config, dns, list: Vec::new() };
+    let mut clusters = ClusterSet {
+        config: &config,
+        dns,
+        list: Vec::new(),
+    };
     let listeners = listeners(&config, &mut clusters);
-    Snapshot { generation, listeners, clusters: clusters.list, config: config.clone() }
+    Snapshot {
+        generation,
+        listeners,
+        clusters: clusters.list,
+        config: config.clone(),
+    }
 }
 
 /// The names every DNS cluster of `config` needs resolved (for the control thread).
@@ -41,7 +50,10 @@ pub fn dns_targets(snapshot: &Snapshot) -> Vec<String> {
 /// Gateways whose selector is a subset of the bootstrap's labels (an empty selector: all).
 pub fn selected_gateways(config: &Config) -> impl Iterator<Item = &model::Gateway> {
     let labels = &config.gateway.labels;
-    config.gateways.iter().filter(move |g| g.selector.iter().all(|(k, v)| labels.get(k) == Some(v)))
+    config
+        .gateways
+        .iter()
+        .filter(move |g| g.selector.iter().all(|(k, v)| labels.get(k) == Some(v)))
 }
 
 fn listeners(config: &Config, clusters: &mut ClusterSet<'_>) -> Vec<ListenerSpec> {
@@ -60,7 +72,11 @@ fn listeners(config: &Config, clusters: &mut ClusterSet<'_>) -> Vec<ListenerSpec
             });
             let spec = ServerSpec {
                 gateway: gateway.meta.name.clone(),
-                hosts: server.hosts.iter().map(|h| HostPattern::parse(&h.value)).collect(),
+                hosts: server
+                    .hosts
+                    .iter()
+                    .map(|h| HostPattern::parse(&h.value))
+                    .collect(),
                 tls_mode: server.tls.as_ref().map(|t| t.mode),
             };
             bind_http_routes(config, &spec, port, &mut listener.http, clusters);
@@ -69,23 +85,39 @@ fn listeners(config: &Config, clusters: &mut ClusterSet<'_>) -> Vec<ListenerSpec
     }
     for listener in by_port.values_mut() {
         // Stable: among equally specific patterns, file order decides.
-        listener.http.vhosts.sort_by_key(|v| std::cmp::Reverse(v.pattern.specificity()));
+        listener
+            .http
+            .vhosts
+            .sort_by_key(|v| std::cmp::Reverse(v.pattern.specificity()));
     }
     by_port.into_values().collect()
 }
 
 /// Adds to `table` every VirtualService host bound to `server` with the http routes that
 /// apply to its gateway and port.
-fn bind_http_routes(config: &Config, server: &ServerSpec, port: u16, table: &mut HttpTable, clusters: &mut ClusterSet<'_>) {
+fn bind_http_routes(
+    config: &Config,
+    server: &ServerSpec,
+    port: u16,
+    table: &mut HttpTable,
+    clusters: &mut ClusterSet<'_>,
+) {
     for vs in &config.virtual_services {
         let mut routes = Vec::new();
         for route in &vs.http {
             let applies = |gateways: &[String]| {
-                let effective = if gateways.is_empty() { &vs.gateways[..] } else { gateways };
+                let effective = if gateways.is_empty() {
+                    &vs.gateways[..]
+                } else {
+                    gateways
+                };
                 effective.iter().any(|g| *g == server.gateway)
             };
-            let matches: Vec<&model::HttpMatch> =
-                route.matches.iter().filter(|m| applies(&m.gateways) && m.port.is_none_or(|p| p == port)).collect();
+            let matches: Vec<&model::HttpMatch> = route
+                .matches
+                .iter()
+                .filter(|m| applies(&m.gateways) && m.port.is_none_or(|p| p == port))
+                .collect();
             if matches.is_empty() && !(route.matches.is_empty() && applies(&[])) {
                 continue;
             }
@@ -97,11 +129,14 @@ fn bind_http_routes(config: &Config, server: &ServerSpec, port: u16, table: &mut
                 destinations,
                 total_weight,
                 timeout: route.timeout,
-                retry: route.retries.as_ref().map_or_else(RetryPolicy::default, |r| RetryPolicy {
-                    attempts: r.attempts,
-                    per_try_timeout: r.per_try_timeout,
-                    retry_on: r.retry_on.clone(),
-                }),
+                retry: route
+                    .retries
+                    .as_ref()
+                    .map_or_else(RetryPolicy::default, |r| RetryPolicy {
+                        attempts: r.attempts,
+                        per_try_timeout: r.per_try_timeout,
+                        retry_on: r.retry_on.clone(),
+                    }),
             });
         }
         if routes.is_empty() {
@@ -111,7 +146,11 @@ fn bind_http_routes(config: &Config, server: &ServerSpec, port: u16, table: &mut
         for host in &vs.hosts {
             let pattern = HostPattern::parse(&host.value);
             if server.hosts.iter().any(|h| h.overlaps(&pattern)) {
-                table.vhosts.push(VirtualHost { pattern, server_hosts: server.hosts.clone(), routes: routes.clone() });
+                table.vhosts.push(VirtualHost {
+                    pattern,
+                    server_hosts: server.hosts.clone(),
+                    routes: routes.clone(),
+                });
             }
         }
     }
@@ -124,7 +163,11 @@ fn weighted(route: &[WeightedDestination], clusters: &mut ClusterSet<'_>) -> Vec
         .iter()
         .map(|d| WeightedCluster {
             cluster: clusters.get(&d.destination),
-            weight: if all_omitted { 1 } else { d.weight.unwrap_or(0) },
+            weight: if all_omitted {
+                1
+            } else {
+                d.weight.unwrap_or(0)
+            },
         })
         .collect();
     if out.iter().all(|d| d.weight == 0) {
@@ -137,7 +180,11 @@ fn compile_match(m: &model::HttpMatch) -> HttpMatch {
     HttpMatch {
         uri: m.uri.as_ref().map(compile_str),
         authority: m.authority.as_ref().map(compile_str),
-        headers: m.headers.iter().map(|(k, v)| (k.clone(), compile_str(v))).collect(),
+        headers: m
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), compile_str(v)))
+            .collect(),
         method: m.method.as_ref().map(compile_str),
     }
 }
@@ -147,9 +194,9 @@ fn compile_str(m: &model::StringMatch) -> StrMatch {
         model::StringMatch::Exact(s) => StrMatch::Exact(s.clone()),
         model::StringMatch::Prefix(s) => StrMatch::Prefix(s.clone()),
         // The loader checked the syntax; a full match is Istio's semantics.
-        model::StringMatch::Regex(r) => {
-            StrMatch::Regex(Regex::new(&format!("^(?:{r})$")).unwrap_or_else(|_| Regex::new("$^").expect("static")))
-        }
+        model::StringMatch::Regex(r) => StrMatch::Regex(
+            Regex::new(&format!("^(?:{r})$")).unwrap_or_else(|_| Regex::new("$^").expect("static")),
+        ),
     }
 }
 
@@ -178,8 +225,18 @@ impl ClusterSet<'_> {
             (Some(se), Some(sp)) => self.endpoints(se, sp, &dest.host),
             _ => (Resolution::None, Vec::new(), Vec::new()),
         };
-        endpoints.retain(|e| subset_labels.iter().all(|(k, v)| e.labels.get(k) == Some(v)));
-        let ClusterPolicy { lb, connect_timeout, idle_timeout, max_requests_per_connection, tls } = policy;
+        endpoints.retain(|e| {
+            subset_labels
+                .iter()
+                .all(|(k, v)| e.labels.get(k) == Some(v))
+        });
+        let ClusterPolicy {
+            lb,
+            connect_timeout,
+            idle_timeout,
+            max_requests_per_connection,
+            tls,
+        } = policy;
         self.list.push(Arc::new(Cluster {
             name,
             host: dest.host.clone(),
@@ -203,7 +260,9 @@ impl ClusterSet<'_> {
         host: &str,
     ) -> (Resolution, Vec<DnsTarget>, Vec<Endpoint>) {
         let upstream_port = |e: Option<&model::WorkloadEntry>| {
-            e.and_then(|e| e.ports.get(&port.name).copied()).or(port.target_port).unwrap_or(port.number)
+            e.and_then(|e| e.ports.get(&port.name).copied())
+                .or(port.target_port)
+                .unwrap_or(port.number)
         };
         match se.resolution {
             Resolution::Static => {
@@ -212,28 +271,45 @@ impl ClusterSet<'_> {
                     .iter()
                     .filter_map(|e| {
                         let ip: IpAddr = e.address.parse().ok()?;
-                        Some(Endpoint { addr: SocketAddr::new(ip, upstream_port(Some(e))), weight: e.weight, labels: e.labels.clone() })
+                        Some(Endpoint {
+                            addr: SocketAddr::new(ip, upstream_port(Some(e))),
+                            weight: e.weight,
+                            labels: e.labels.clone(),
+                        })
                     })
                     .collect();
                 (Resolution::Static, Vec::new(), endpoints)
             }
             Resolution::Dns => {
                 let targets: Vec<DnsTarget> = if se.endpoints.is_empty() {
-                    vec![DnsTarget { name: host.to_string(), port: upstream_port(None), weight: 0, labels: BTreeMap::new() }]
+                    vec![DnsTarget {
+                        name: host.to_string(),
+                        port: upstream_port(None),
+                        weight: 0,
+                        labels: BTreeMap::new(),
+                    }]
                 } else {
                     se.endpoints
                         .iter()
-                        .map(|e| DnsTarget { name: e.address.clone(), port: upstream_port(Some(e)), weight: e.weight, labels: e.labels.clone() })
+                        .map(|e| DnsTarget {
+                            name: e.address.clone(),
+                            port: upstream_port(Some(e)),
+                            weight: e.weight,
+                            labels: e.labels.clone(),
+                        })
                         .collect()
                 };
                 let endpoints = targets
                     .iter()
                     .flat_map(|t| {
-                        (self.dns)(&t.name).unwrap_or_default().into_iter().map(move |ip| Endpoint {
-                            addr: SocketAddr::new(ip, t.port),
-                            weight: t.weight,
-                            labels: t.labels.clone(),
-                        })
+                        (self.dns)(&t.name)
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(move |ip| Endpoint {
+                                addr: SocketAddr::new(ip, t.port),
+                                weight: t.weight,
+                                labels: t.labels.clone(),
+                            })
                     })
                     .collect();
                 (Resolution::Dns, targets, endpoints)
@@ -251,7 +327,11 @@ pub fn find_service_entry<'c>(config: &'c Config, host: &str) -> Option<&'c mode
             let pattern = HostPattern::parse(&h.value);
             let exact_name = h.value == host;
             if exact_name || pattern.matches(host) {
-                let rank = if exact_name { usize::MAX } else { pattern.specificity() };
+                let rank = if exact_name {
+                    usize::MAX
+                } else {
+                    pattern.specificity()
+                };
                 if best.is_none_or(|(_, r)| rank > r) {
                     best = Some((se, rank));
                 }

@@ -29,7 +29,9 @@ impl HostPattern {
     pub fn matches(&self, host: &str) -> bool {
         match self {
             HostPattern::Any => true,
-            HostPattern::Suffix(suffix) => host.len() > suffix.len() && host.ends_with(suffix.as_str()),
+            HostPattern::Suffix(suffix) => {
+                host.len() > suffix.len() && host.ends_with(suffix.as_str())
+            }
             HostPattern::Exact(name) => name == host,
         }
     }
@@ -50,7 +52,9 @@ impl HostPattern {
         match (self, other) {
             (HostPattern::Any, _) | (_, HostPattern::Any) => true,
             (HostPattern::Exact(a), p) | (p, HostPattern::Exact(a)) => p.matches(a),
-            (HostPattern::Suffix(a), HostPattern::Suffix(b)) => a.ends_with(b.as_str()) || b.ends_with(a.as_str()),
+            (HostPattern::Suffix(a), HostPattern::Suffix(b)) => {
+                a.ends_with(b.as_str()) || b.ends_with(a.as_str())
+            }
         }
     }
 }
@@ -115,7 +119,10 @@ mod tests {
 
     #[test]
     fn normalises_case_port_and_trailing_dot() {
-        assert_eq!(normalize_host("Edition.CNN.com.:80").as_deref(), Some("edition.cnn.com"));
+        assert_eq!(
+            normalize_host("Edition.CNN.com.:80").as_deref(),
+            Some("edition.cnn.com")
+        );
         assert_eq!(normalize_host("[::1]:8080").as_deref(), Some("[::1]"));
         assert_eq!(normalize_host("a b"), None);
         assert_eq!(normalize_host("host:port"), None);

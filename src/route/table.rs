@@ -25,7 +25,9 @@ pub struct Snapshot {
 
 impl Snapshot {
     pub fn listener(&self, gateway_port: u16) -> Option<&ListenerSpec> {
-        self.listeners.iter().find(|l| l.gateway_port == gateway_port)
+        self.listeners
+            .iter()
+            .find(|l| l.gateway_port == gateway_port)
     }
 
     pub fn cluster_by_name(&self, name: &str) -> Option<&Arc<Cluster>> {
@@ -101,7 +103,11 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     /// DESIGN.md's default: 2 retries on connect failure.
     fn default() -> Self {
-        RetryPolicy { attempts: 2, per_try_timeout: None, retry_on: vec![RetryOn::ConnectFailure] }
+        RetryPolicy {
+            attempts: 2,
+            per_try_timeout: None,
+            retry_on: vec![RetryOn::ConnectFailure],
+        }
     }
 }
 
@@ -162,7 +168,9 @@ impl HttpTable {
                     return None;
                 }
             }
-            if !vhost.pattern.matches(req.host) || !vhost.server_hosts.iter().any(|h| h.matches(req.host)) {
+            if !vhost.pattern.matches(req.host)
+                || !vhost.server_hosts.iter().any(|h| h.matches(req.host))
+            {
                 continue;
             }
             chosen = Some(&vhost.pattern);
@@ -195,8 +203,14 @@ impl HttpRoute {
 impl HttpMatch {
     fn matches(&self, req: &RequestView<'_>) -> bool {
         self.uri.as_ref().is_none_or(|m| m.matches(req.path))
-            && self.authority.as_ref().is_none_or(|m| m.matches(req.authority))
+            && self
+                .authority
+                .as_ref()
+                .is_none_or(|m| m.matches(req.authority))
             && self.method.as_ref().is_none_or(|m| m.matches(req.method))
-            && self.headers.iter().all(|(name, m)| (req.header)(name).is_some_and(|v| m.matches(v)))
+            && self
+                .headers
+                .iter()
+                .all(|(name, m)| (req.header)(name).is_some_and(|v| m.matches(v)))
     }
 }

@@ -94,7 +94,11 @@ impl Control {
             current.0 = config;
         }
         current.1 += 1;
-        let answers = self.dns_answers.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let answers = self
+            .dns_answers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let lookup = |name: &str| answers.get(name).cloned();
         let snapshot = compile(current.0.clone(), current.1, &lookup);
         self.cell.store(Arc::new(snapshot));

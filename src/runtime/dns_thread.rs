@@ -50,7 +50,10 @@ async fn run(control: Arc<Control>) {
         }
         let Some(c) = cache.as_mut() else { continue };
         if c.refresh(&names).await {
-            let answers: HashMap<_, _> = names.iter().filter_map(|n| c.get(n).map(|a| (n.clone(), a))).collect();
+            let answers: HashMap<_, _> = names
+                .iter()
+                .filter_map(|n| c.get(n).map(|a| (n.clone(), a)))
+                .collect();
             control.set_dns_answers(answers);
         }
         tokio::time::sleep(c.next_due().min(Duration::from_millis(500))).await;

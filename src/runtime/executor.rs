@@ -89,9 +89,16 @@ async fn run_shard(id: usize, control: Arc<Control>, log: LogSink, reports: Send
 }
 
 /// Binds listeners the snapshot has and this shard lacks; stops those it no longer has.
-fn reconcile(shard: &Rc<Shard>, bound: &mut HashMap<ListenerKey, Bound>) -> Result<(), (SocketAddr, std::io::Error)> {
+fn reconcile(
+    shard: &Rc<Shard>,
+    bound: &mut HashMap<ListenerKey, Bound>,
+) -> Result<(), (SocketAddr, std::io::Error)> {
     let snapshot = shard.snapshot();
-    let wanted: Vec<ListenerKey> = snapshot.listeners.iter().map(|l| (l.gateway_port, l.bind, l.protocol)).collect();
+    let wanted: Vec<ListenerKey> = snapshot
+        .listeners
+        .iter()
+        .map(|l| (l.gateway_port, l.bind, l.protocol))
+        .collect();
     bound.retain(|key, b| {
         let keep = wanted.contains(key);
         if !keep {
@@ -106,8 +113,13 @@ fn reconcile(shard: &Rc<Shard>, bound: &mut HashMap<ListenerKey, Bound>) -> Resu
         }
         let listener = bind_reuseport(key.1).map_err(|e| (key.1, e))?;
         let stop = Rc::new(Cell::new(false));
-        let ctx = ListenerCtx { gateway_port: key.0, protocol: key.2, active: Rc::new(Cell::new(0)) };
-        let task = glommio::spawn_local(accept_loop(shard.clone(), listener, ctx, stop.clone())).detach();
+        let ctx = ListenerCtx {
+            gateway_port: key.0,
+            protocol: key.2,
+            active: Rc::new(Cell::new(0)),
+        };
+        let task =
+            glommio::spawn_local(accept_loop(shard.clone(), listener, ctx, stop.clone())).detach();
         bound.insert(key, Bound { task, stop });
     }
     Ok(())

@@ -148,8 +148,16 @@ fn stop(control: &Control, handles: Vec<glommio::ExecutorJoinHandle<()>>, code: 
 
 /// The CPUs the shards run on: `--cpus` beats the file; `--shards` takes the first N. Every
 /// CPU must be in the process's affinity mask (taskset, cgroups, Kubernetes' CPU manager).
-pub fn plan_cpus(config: &Config, shards: Option<usize>, cpus: Option<&[usize]>) -> Result<Vec<usize>, String> {
-    let mask: Vec<usize> = core_affinity::get_core_ids().unwrap_or_default().into_iter().map(|c| c.id).collect();
+pub fn plan_cpus(
+    config: &Config,
+    shards: Option<usize>,
+    cpus: Option<&[usize]>,
+) -> Result<Vec<usize>, String> {
+    let mask: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
     if mask.is_empty() {
         return Err("cannot read the process's CPU affinity mask".into());
     }
@@ -159,14 +167,21 @@ pub fn plan_cpus(config: &Config, shards: Option<usize>, cpus: Option<&[usize]>)
         None => mask.clone(),
     };
     if let Some(cpu) = chosen.iter().find(|c| !mask.contains(c)) {
-        return Err(format!("CPU {cpu} is outside this process's affinity mask {mask:?}"));
+        return Err(format!(
+            "CPU {cpu} is outside this process's affinity mask {mask:?}"
+        ));
     }
-    let shards = shards.or((config.gateway.shards > 0).then_some(config.gateway.shards)).unwrap_or(chosen.len());
+    let shards = shards
+        .or((config.gateway.shards > 0).then_some(config.gateway.shards))
+        .unwrap_or(chosen.len());
     if shards == 0 {
         return Err("shards must be at least 1".into());
     }
     if shards > chosen.len() {
-        return Err(format!("more shards ({shards}) than CPUs ({})", chosen.len()));
+        return Err(format!(
+            "more shards ({shards}) than CPUs ({})",
+            chosen.len()
+        ));
     }
     Ok(chosen[..shards].to_vec())
 }

@@ -106,8 +106,13 @@ impl Shard {
         if let Some(state) = self.clusters.borrow().get(&cluster.name) {
             return state.clone();
         }
-        let state = Rc::new(ClusterLocal { rr: Cell::new(self.random() as usize), stats: self.stats.cluster(&cluster.name) });
-        self.clusters.borrow_mut().insert(cluster.name.clone(), state.clone());
+        let state = Rc::new(ClusterLocal {
+            rr: Cell::new(self.random() as usize),
+            stats: self.stats.cluster(&cluster.name),
+        });
+        self.clusters
+            .borrow_mut()
+            .insert(cluster.name.clone(), state.clone());
         state
     }
 
@@ -117,7 +122,10 @@ impl Shard {
     }
 
     pub fn count_blackhole(&self) {
-        self.stats.cluster("BlackHoleCluster").rq_total.set(self.stats.cluster("BlackHoleCluster").rq_total.get() + 1);
+        self.stats
+            .cluster("BlackHoleCluster")
+            .rq_total
+            .set(self.stats.cluster("BlackHoleCluster").rq_total.get() + 1);
     }
 
     /// Periodic housekeeping (pool sweep); the shard runs it from a timer task.
@@ -127,7 +135,10 @@ impl Shard {
 }
 
 fn seed(id: usize) -> u64 {
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1);
     (t ^ ((id as u64 + 1) << 48) ^ (std::process::id() as u64)) | 1
 }
 
@@ -171,7 +182,9 @@ impl ClusterLocal {
     }
 
     pub fn on_connect_fail(&self) {
-        self.stats.cx_connect_fail.set(self.stats.cx_connect_fail.get() + 1);
+        self.stats
+            .cx_connect_fail
+            .set(self.stats.cx_connect_fail.get() + 1);
     }
 
     pub fn on_response(&self, status: u16, time: Duration) {
@@ -179,7 +192,11 @@ impl ClusterLocal {
     }
 
     pub fn on_bytes(&self, tx: u64, rx: u64) {
-        self.stats.cx_tx_bytes.set(self.stats.cx_tx_bytes.get() + tx);
-        self.stats.cx_rx_bytes.set(self.stats.cx_rx_bytes.get() + rx);
+        self.stats
+            .cx_tx_bytes
+            .set(self.stats.cx_tx_bytes.get() + tx);
+        self.stats
+            .cx_rx_bytes
+            .set(self.stats.cx_rx_bytes.get() + rx);
     }
 }

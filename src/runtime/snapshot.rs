@@ -29,7 +29,10 @@ impl SnapshotView {
     pub fn new(cell: SnapshotCell) -> Self {
         let mut cache = Cache::new(cell);
         let current = Rc::new(cache.load().clone());
-        SnapshotView { cache: RefCell::new(cache), current: RefCell::new(current) }
+        SnapshotView {
+            cache: RefCell::new(cache),
+            current: RefCell::new(current),
+        }
     }
 
     /// The snapshot current now. HTTP calls this per request; TCP/TLS once per connection.

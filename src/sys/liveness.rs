@@ -11,7 +11,12 @@ pub fn idle_connection_usable(fd: RawFd) -> bool {
     // buffer is one valid, writable byte; MSG_PEEK|MSG_DONTWAIT neither consumes data nor
     // blocks, so the socket's state is unchanged.
     let n = unsafe {
-        libc::recv(fd, (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT)
+        libc::recv(
+            fd,
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
     };
     n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
 }

@@ -1,4 +1,4 @@
 //! The only `unsafe` in egressd: thin wrappers over system calls, each with a SAFETY comment.
 
-pub mod liveness;
 pub mod fd;
+pub mod liveness;

@@ -61,7 +61,13 @@ pub struct DnsTarget {
 mod tests {
     #[test]
     fn names_follow_envoy() {
-        assert_eq!(super::cluster_name(443, None, "edition.cnn.com"), "outbound|443||edition.cnn.com");
-        assert_eq!(super::cluster_name(80, Some("v1"), "a.b"), "outbound|80|v1|a.b");
+        assert_eq!(
+            super::cluster_name(443, None, "edition.cnn.com"),
+            "outbound|443||edition.cnn.com"
+        );
+        assert_eq!(
+            super::cluster_name(80, Some("v1"), "a.b"),
+            "outbound|80|v1|a.b"
+        );
     }
 }

@@ -14,14 +14,24 @@ use crate::proxy::buf::ReadBuf;
 pub const UPSTREAM_BUF: usize = 16 * 1024;
 
 pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<UpstreamConn, ProxyError> {
-    let stream = TcpStream::connect_timeout(addr, timeout).await.map_err(|e| match e {
-        glommio::GlommioError::TimedOut(_) => ProxyError::ConnectTimeout,
-        glommio::GlommioError::IoError(io) if io.kind() == std::io::ErrorKind::TimedOut => ProxyError::ConnectTimeout,
-        glommio::GlommioError::IoError(io) => ProxyError::ConnectFailed(io),
-        other => ProxyError::ConnectFailed(std::io::Error::other(other.to_string())),
-    })?;
+    let stream = TcpStream::connect_timeout(addr, timeout)
+        .await
+        .map_err(|e| match e {
+            glommio::GlommioError::TimedOut(_) => ProxyError::ConnectTimeout,
+            glommio::GlommioError::IoError(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+                ProxyError::ConnectTimeout
+            }
+            glommio::GlommioError::IoError(io) => ProxyError::ConnectFailed(io),
+            other => ProxyError::ConnectFailed(std::io::Error::other(other.to_string())),
+        })?;
     // Failing to disable Nagle costs latency, not correctness.
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().ok();
-    Ok(UpstreamConn { stream, buf: ReadBuf::new(UPSTREAM_BUF), peer: addr, local, requests: 0 })
+    Ok(UpstreamConn {
+        stream,
+        buf: ReadBuf::new(UPSTREAM_BUF),
+        peer: addr,
+        local,
+        requests: 0,
+    })
 }

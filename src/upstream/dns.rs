@@ -52,7 +52,11 @@ impl DnsCache {
         builder.options_mut().cache_size = 0;
         builder.options_mut().timeout = Duration::from_secs(2);
         builder.options_mut().attempts = 2;
-        Ok(DnsCache { resolver: builder.build(), deny_private: settings.deny_private_addresses, entries: HashMap::new() })
+        Ok(DnsCache {
+            resolver: builder.build(),
+            deny_private: settings.deny_private_addresses,
+            entries: HashMap::new(),
+        })
     }
 
     /// The checked addresses of `name`, if it resolved at least once (and not too long ago).
@@ -70,12 +74,17 @@ impl DnsCache {
         let mut changed = false;
         self.entries.retain(|k, _| names.contains(k));
         for name in names {
-            if name.parse::<IpAddr>().is_ok() || self.entries.get(name).is_some_and(|e| e.refresh_at > now) {
+            if name.parse::<IpAddr>().is_ok()
+                || self.entries.get(name).is_some_and(|e| e.refresh_at > now)
+            {
                 continue;
             }
             match self.resolver.lookup_ip(format!("{name}.")).await {
                 Ok(answer) => {
-                    let ttl = answer.valid_until().saturating_duration_since(Instant::now()).clamp(TTL_FLOOR, TTL_CEILING);
+                    let ttl = answer
+                        .valid_until()
+                        .saturating_duration_since(Instant::now())
+                        .clamp(TTL_FLOOR, TTL_CEILING);
                     let mut addrs: Vec<IpAddr> = Vec::new();
                     for ip in answer.iter() {
                         if self.deny_private && is_denied(ip) {
@@ -87,7 +96,11 @@ impl DnsCache {
                     addrs.sort();
                     let old = self.entries.insert(
                         name.clone(),
-                        Entry { addrs: addrs.clone(), refresh_at: Instant::now() + ttl, good_until: Instant::now() + STALE_LIMIT.max(ttl) },
+                        Entry {
+                            addrs: addrs.clone(),
+                            refresh_at: Instant::now() + ttl,
+                            good_until: Instant::now() + STALE_LIMIT.max(ttl),
+                        },
                     );
                     if old.is_none_or(|o| o.addrs != addrs) {
                         tracing::info!(%name, ?addrs, ttl_s = ttl.as_secs(), "resolved");
@@ -107,7 +120,11 @@ impl DnsCache {
                         None => {
                             self.entries.insert(
                                 name.clone(),
-                                Entry { addrs: Vec::new(), refresh_at: Instant::now() + RETRY_AFTER_FAILURE, good_until: Instant::now() },
+                                Entry {
+                                    addrs: Vec::new(),
+                                    refresh_at: Instant::now() + RETRY_AFTER_FAILURE,
+                                    good_until: Instant::now(),
+                                },
                             );
                         }
                     }
@@ -120,6 +137,11 @@ impl DnsCache {
     /// When the next name is due.
     pub fn next_due(&self) -> Duration {
         let now = Instant::now();
-        self.entries.values().map(|e| e.refresh_at.saturating_duration_since(now)).min().unwrap_or(TTL_CEILING).max(Duration::from_millis(200))
+        self.entries
+            .values()
+            .map(|e| e.refresh_at.saturating_duration_since(now))
+            .min()
+            .unwrap_or(TTL_CEILING)
+            .max(Duration::from_millis(200))
     }
 }

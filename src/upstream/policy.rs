@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::config::model::{ClientTls, ClientTlsMode, Config, ConnectionPool, LoadBalancer, TrafficPolicy};
+use crate::config::model::{
+    ClientTls, ClientTlsMode, Config, ConnectionPool, LoadBalancer, TrafficPolicy,
+};
 
 #[derive(Clone, Debug)]
 pub struct ClusterPolicy {
@@ -38,7 +40,12 @@ impl<'a> Layers<'a> {
 }
 
 /// The policy for `host:port[subset]`, with the bootstrap's defaults where no rule speaks.
-pub fn for_destination(config: &Config, host: &str, port: u16, subset: Option<&str>) -> ClusterPolicy {
+pub fn for_destination(
+    config: &Config,
+    host: &str,
+    port: u16,
+    subset: Option<&str>,
+) -> ClusterPolicy {
     let mut layers = Layers::default();
     if let Some(rule) = config.destination_rules.iter().find(|r| r.host == host) {
         if let Some(policy) = &rule.traffic_policy {
@@ -53,19 +60,34 @@ pub fn for_destination(config: &Config, host: &str, port: u16, subset: Option<&s
     let defaults = &config.gateway;
     ClusterPolicy {
         lb: layers.lb.unwrap_or(LoadBalancer::RoundRobin),
-        connect_timeout: layers.pool.and_then(|p| p.tcp_connect_timeout).unwrap_or(defaults.timeouts.connect),
+        connect_timeout: layers
+            .pool
+            .and_then(|p| p.tcp_connect_timeout)
+            .unwrap_or(defaults.timeouts.connect),
         idle_timeout: layers
             .pool
             .and_then(|p| p.http_idle_timeout.or(p.tcp_idle_timeout))
             .unwrap_or(defaults.pool.idle_timeout),
-        max_requests_per_connection: layers.pool.and_then(|p| p.http_max_requests_per_connection).unwrap_or(0),
-        tls: layers.tls.filter(|t| t.mode != ClientTlsMode::Disable).cloned(),
+        max_requests_per_connection: layers
+            .pool
+            .and_then(|p| p.http_max_requests_per_connection)
+            .unwrap_or(0),
+        tls: layers
+            .tls
+            .filter(|t| t.mode != ClientTlsMode::Disable)
+            .cloned(),
     }
 }
 
 /// The labels an endpoint needs to belong to `subset` (empty without a subset).
-pub fn subset_labels(config: &Config, host: &str, subset: Option<&str>) -> BTreeMap<String, String> {
-    let Some(name) = subset else { return BTreeMap::new() };
+pub fn subset_labels(
+    config: &Config,
+    host: &str,
+    subset: Option<&str>,
+) -> BTreeMap<String, String> {
+    let Some(name) = subset else {
+        return BTreeMap::new();
+    };
     config
         .destination_rules
         .iter()

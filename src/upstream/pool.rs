@@ -43,7 +43,10 @@ pub struct Pool {
 
 impl Pool {
     pub fn new(max_idle: usize) -> Self {
-        Pool { idle: RefCell::new(HashMap::new()), max_idle }
+        Pool {
+            idle: RefCell::new(HashMap::new()),
+            max_idle,
+        }
     }
 
     /// The most recently returned live connection to `key`, if any.
@@ -68,7 +71,11 @@ impl Pool {
         let mut idle = self.idle.borrow_mut();
         let list = idle.entry(key).or_default();
         if list.len() < self.max_idle && !idle_timeout.is_zero() {
-            list.push(Idle { conn, since: Instant::now(), idle_timeout });
+            list.push(Idle {
+                conn,
+                since: Instant::now(),
+                idle_timeout,
+            });
         }
     }
 

@@ -50,7 +50,11 @@ enum ChunkState {
 
 impl Default for ChunkedScanner {
     fn default() -> Self {
-        ChunkedScanner { state: ChunkState::Size, size: 0, digits: 0 }
+        ChunkedScanner {
+            state: ChunkState::Size,
+            size: 0,
+            digits: 0,
+        }
     }
 }
 
@@ -81,7 +85,9 @@ impl ChunkedScanner {
                 },
                 Ext => match b {
                     b'\r' => self.state = SizeLf,
-                    b'\n' | 0..=8 | 10..=31 | 127 => return Err(BodyError::Framing("bad chunk extension")),
+                    b'\n' | 0..=8 | 10..=31 | 127 => {
+                        return Err(BodyError::Framing("bad chunk extension"))
+                    }
                     _ => {}
                 },
                 SizeLf => {
@@ -124,7 +130,11 @@ impl ChunkedScanner {
                     if b != b'\n' {
                         return Err(BodyError::Framing("bare CR in trailer"));
                     }
-                    self.state = if self.state == FinalLf { Done } else { TrailerStart };
+                    self.state = if self.state == FinalLf {
+                        Done
+                    } else {
+                        TrailerStart
+                    };
                 }
                 Done => unreachable!("loop condition"),
             }
@@ -162,14 +172,20 @@ where
         if buf.is_empty() {
             let n = buf.fill(src).await.map_err(BodyError::Read)?;
             if n == 0 {
-                return if framing == Framing::UntilClose { Ok(moved) } else { Err(BodyError::Truncated) };
+                return if framing == Framing::UntilClose {
+                    Ok(moved)
+                } else {
+                    Err(BodyError::Truncated)
+                };
             }
         }
         let take = match framing {
             Framing::Chunked => chunked.scan(buf.data())?,
             _ => remaining.min(buf.len() as u64) as usize,
         };
-        dst.write_all(&buf.data()[..take]).await.map_err(BodyError::Write)?;
+        dst.write_all(&buf.data()[..take])
+            .await
+            .map_err(BodyError::Write)?;
         buf.consume(take);
         moved += take as u64;
         remaining = remaining.saturating_sub(take as u64);
@@ -218,7 +234,14 @@ mod tests {
 
     #[test]
     fn refuses_bad_chunk_framing() {
-        for bad in [&b"x\r\n"[..], b"5\nhello", b"5\r\nhelloX", b"\r\n", b"1ffffffffffffffff\r\n", b"0\r\n\n"] {
+        for bad in [
+            &b"x\r\n"[..],
+            b"5\nhello",
+            b"5\r\nhelloX",
+            b"\r\n",
+            b"1ffffffffffffffff\r\n",
+            b"0\r\n\n",
+        ] {
             assert!(scan_all(bad).is_err(), "{bad:?}");
         }
     }
@@ -229,7 +252,9 @@ mod tests {
             let mut src: &[u8] = b"helloGET";
             let mut buf = ReadBuf::new(4);
             let mut out = Vec::new();
-            let n = copy_body(Framing::Length(5), &mut buf, &mut src, &mut out, 0).await.unwrap();
+            let n = copy_body(Framing::Length(5), &mut buf, &mut src, &mut out, 0)
+                .await
+                .unwrap();
             assert_eq!((n, &out[..]), (5, &b"hello"[..]));
         });
     }

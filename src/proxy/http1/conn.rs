@@ -10,8 +10,8 @@ use std::time::{Instant, SystemTime};
 use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::exchange::{forward, Outgoing, UpstreamOutcome};
-use super::log::HttpLog;
 use super::head::{find_header, parse_request, Framing, RequestHead};
+use super::log::HttpLog;
 use super::serialize;
 use crate::error::ProxyError;
 use crate::proxy::buf::ReadBuf;
@@ -35,7 +35,11 @@ pub struct DownstreamInfo {
 }
 
 /// Serves requests on `down` until the client closes, goes idle or a request forces a close.
-pub async fn serve<D: AsyncRead + AsyncWrite + Unpin>(shard: Rc<Shard>, mut down: D, info: DownstreamInfo) {
+pub async fn serve<D: AsyncRead + AsyncWrite + Unpin>(
+    shard: Rc<Shard>,
+    mut down: D,
+    info: DownstreamInfo,
+) {
     let gw = shard.bootstrap();
     let head_limit = (gw.limits.max_request_headers_kb as usize * 1024).max(1024);
     let mut buf = ReadBuf::new(head_limit);
@@ -77,8 +81,18 @@ pub async fn serve<D: AsyncRead + AsyncWrite + Unpin>(shard: Rc<Shard>, mut down
             }
         };
         log.set_request(&head, find_header(buf.data(), &head.headers, "user-agent"));
-        let (result, outcome) =
-            route_and_forward(&shard, &info, &mut down, &mut buf, &head, head_len, &mut req_wire, &mut resp_wire, &mut log).await;
+        let (result, outcome) = route_and_forward(
+            &shard,
+            &info,
+            &mut down,
+            &mut buf,
+            &head,
+            head_len,
+            &mut req_wire,
+            &mut resp_wire,
+            &mut log,
+        )
+        .await;
         let close = outcome.close || head.close;
         log.set_outcome(&outcome);
         if let Err(e) = result {
@@ -89,6 +103,9 @@ pub async fn serve<D: AsyncRead + AsyncWrite + Unpin>(shard: Rc<Shard>, mut down
         if close {
             return;
         }
+        // Pipelined requests are served from the buffer without waiting on I/O: let the
+        // shard's other tasks run between them.
+        glommio::yield_if_needed().await;
     }
 }
 
@@ -105,18 +122,34 @@ async fn route_and_forward<D: AsyncRead + AsyncWrite + Unpin>(
     log: &mut HttpLog,
 ) -> (Result<(), ProxyError>, UpstreamOutcome) {
     // Until the body has been taken off the stream, an early answer must close the connection.
-    let mut outcome = UpstreamOutcome { close: head.framing != Framing::None, ..Default::default() };
+    let mut outcome = UpstreamOutcome {
+        close: head.framing != Framing::None,
+        ..Default::default()
+    };
+    // Every early answer takes the head off the stream first, so the keep-alive loop moves on.
     macro_rules! deny {
-        ($e:expr) => {
-            return (Err($e), outcome)
-        };
+        ($e:expr) => {{
+            buf.consume(head_len);
+            return (Err($e), outcome);
+        }};
     }
     let snapshot = shard.snapshot();
-    let Some(host) = normalize_host(&head.authority) else { deny!(ProxyError::BadRequest("invalid host")) };
+    let Some(host) = normalize_host(&head.authority) else {
+        deny!(ProxyError::BadRequest("invalid host"))
+    };
     let raw = buf.data();
     let header = |name: &str| find_header(raw, &head.headers, name);
-    let view = RequestView { host: &host, authority: &head.authority, path: &head.path, method: &head.method, header: &header };
-    let Some(route) = snapshot.listener(info.gateway_port).and_then(|l| l.http.route(&view)) else {
+    let view = RequestView {
+        host: &host,
+        authority: &head.authority,
+        path: &head.path,
+        method: &head.method,
+        header: &header,
+    };
+    let Some(route) = snapshot
+        .listener(info.gateway_port)
+        .and_then(|l| l.http.route(&view))
+    else {
         deny!(ProxyError::NoRoute)
     };
     log.route_name = route.name.clone();
@@ -127,7 +160,10 @@ async fn route_and_forward<D: AsyncRead + AsyncWrite + Unpin>(
         Some(xff) => format!("{xff},{}", info.peer.ip()),
         None => info.peer.ip().to_string(),
     };
-    let request_id = head.request_id.clone().unwrap_or_else(|| shard.request_id());
+    let request_id = head
+        .request_id
+        .clone()
+        .unwrap_or_else(|| shard.request_id());
     serialize::request_head(req_wire, head, raw, &forwarded_for, &request_id);
     log.forwarded_for = Some(forwarded_for);
     log.request_id = Some(request_id);
@@ -149,19 +185,44 @@ async fn route_and_forward<D: AsyncRead + AsyncWrite + Unpin>(
         head_request: head.method == "HEAD",
     };
     outcome.close = !body_in_wire;
-    let result = forward(shard, cluster, &state, route, req, down, buf, resp_wire, &mut outcome).await;
+    let result = forward(
+        shard,
+        cluster,
+        &state,
+        route,
+        req,
+        down,
+        buf,
+        resp_wire,
+        &mut outcome,
+    )
+    .await;
     (result, outcome)
 }
 
 /// Answers a request that failed before any response byte was sent, then closes.
-async fn reject<D: AsyncWrite + Unpin>(shard: &Shard, down: &mut D, wire: &mut Vec<u8>, e: ProxyError, mut log: HttpLog, started: Instant) {
+async fn reject<D: AsyncWrite + Unpin>(
+    shard: &Shard,
+    down: &mut D,
+    wire: &mut Vec<u8>,
+    e: ProxyError,
+    mut log: HttpLog,
+    started: Instant,
+) {
     reject_open(shard, down, wire, e, &mut log, true).await;
     log.finish(started);
     shard.log_http(log);
 }
 
 /// Answers with a local response for `e` (nothing when the client is gone).
-async fn reject_open<D: AsyncWrite + Unpin>(shard: &Shard, down: &mut D, wire: &mut Vec<u8>, e: ProxyError, log: &mut HttpLog, close: bool) {
+async fn reject_open<D: AsyncWrite + Unpin>(
+    shard: &Shard,
+    down: &mut D,
+    wire: &mut Vec<u8>,
+    e: ProxyError,
+    log: &mut HttpLog,
+    close: bool,
+) {
     let status = e.status();
     log.fail(&e);
     if matches!(e, ProxyError::NoRoute) {

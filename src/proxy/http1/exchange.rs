@@ -74,8 +74,11 @@ pub async fn forward<D: AsyncRead + AsyncWrite + Unpin>(
     let resendable = req.body_in_wire;
     let mut tries = 0u32;
     let (mut up, resp, head_len, body_sent) = loop {
-        let may_retry = |cause: RetryOn| tries < route.retry.attempts && route.retry.retries_on(cause);
-        let addr = state.pick_endpoint(cluster, shard).ok_or(ProxyError::NoHealthyUpstream)?;
+        let may_retry =
+            |cause: RetryOn| tries < route.retry.attempts && route.retry.retries_on(cause);
+        let addr = state
+            .pick_endpoint(cluster, shard)
+            .ok_or(ProxyError::NoHealthyUpstream)?;
         outcome.upstream_host = Some(addr);
         let (mut up, reused) = match shard.pool.take(&PoolKey { addr }) {
             Some(conn) => (conn, true),
@@ -110,12 +113,17 @@ pub async fn forward<D: AsyncRead + AsyncWrite + Unpin>(
             outcome.bytes_received = stream_body(&mut up, &req, down, down_buf).await?;
             body_sent = true;
         }
-        let try_timeout = min_opt(route.retry.per_try_timeout, deadline.map(|d| d.saturating_duration_since(Instant::now())));
+        let try_timeout = min_opt(
+            route.retry.per_try_timeout,
+            deadline.map(|d| d.saturating_duration_since(Instant::now())),
+        );
         let answer = loop {
             match read_response_head(&mut up, req.head_request, try_timeout).await {
                 Ok(Answer::Continue) if !body_sent => {
                     // The client waits for this before it sends its body (Expect: 100-continue).
-                    down.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.map_err(ProxyError::DownstreamIo)?;
+                    down.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                        .await
+                        .map_err(ProxyError::DownstreamIo)?;
                     outcome.bytes_received = stream_body(&mut up, &req, down, down_buf).await?;
                     body_sent = true;
                 }
@@ -126,8 +134,15 @@ pub async fn forward<D: AsyncRead + AsyncWrite + Unpin>(
         };
         match answer {
             Ok((resp, len)) => {
-                let cause = if resp.status == 503 { RetryOn::Status503 } else { RetryOn::Status5xx };
-                if resp.status >= 500 && resendable && (may_retry(cause) || may_retry(RetryOn::Status5xx)) {
+                let cause = if resp.status == 503 {
+                    RetryOn::Status503
+                } else {
+                    RetryOn::Status5xx
+                };
+                if resp.status >= 500
+                    && resendable
+                    && (may_retry(cause) || may_retry(RetryOn::Status5xx))
+                {
                     state.on_response(resp.status, started.elapsed());
                     tries += 1;
                     outcome.retried = true;
@@ -136,7 +151,11 @@ pub async fn forward<D: AsyncRead + AsyncWrite + Unpin>(
                 break (up, resp, len, body_sent);
             }
             Err(e) => {
-                let cause = if matches!(e, ProxyError::UpstreamTimeout) { RetryOn::Status5xx } else { RetryOn::Reset };
+                let cause = if matches!(e, ProxyError::UpstreamTimeout) {
+                    RetryOn::Status5xx
+                } else {
+                    RetryOn::Reset
+                };
                 if resendable && may_retry(cause) {
                     tries += 1;
                     outcome.retried = true;
@@ -156,7 +175,13 @@ pub async fn forward<D: AsyncRead + AsyncWrite + Unpin>(
     // A body the client still owes us (final answer to Expect: 100-continue) cannot be skipped.
     outcome.close = req.head.close || resp.framing == Framing::UntilClose || !body_sent;
     let upstream_reusable = !resp.close && body_sent;
-    serialize::response_head(resp_wire, &resp, up.buf.data(), Some(service_time.as_millis() as u64), outcome.close);
+    serialize::response_head(
+        resp_wire,
+        &resp,
+        up.buf.data(),
+        Some(service_time.as_millis() as u64),
+        outcome.close,
+    );
     up.buf.consume(head_len);
     if down.write_all(resp_wire).await.is_err() {
         outcome.close = true;
@@ -164,12 +189,20 @@ pub async fn forward<D: AsyncRead + AsyncWrite + Unpin>(
         return Ok(());
     }
     let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-    match within(left, copy_body(resp.framing, &mut up.buf, &mut up.stream, down, 0)).await {
+    match within(
+        left,
+        copy_body(resp.framing, &mut up.buf, &mut up.stream, down, 0),
+    )
+    .await
+    {
         Some(Ok(n)) => {
             outcome.bytes_sent = n;
-            let under_cap = cluster.max_requests_per_connection == 0 || up.requests < cluster.max_requests_per_connection;
+            let under_cap = cluster.max_requests_per_connection == 0
+                || up.requests < cluster.max_requests_per_connection;
             if upstream_reusable && under_cap && up.buf.is_empty() {
-                shard.pool.put(PoolKey { addr: up.peer }, up, cluster.idle_timeout);
+                shard
+                    .pool
+                    .put(PoolKey { addr: up.peer }, up, cluster.idle_timeout);
             }
         }
         Some(Err(BodyError::Write(_))) => (outcome.close, outcome.flag) = (true, Some("DC")),
@@ -189,12 +222,20 @@ fn min_opt(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
 }
 
 fn wire_head_len(wire: &[u8]) -> usize {
-    wire.windows(4).position(|w| w == b"\r\n\r\n").map_or(wire.len(), |i| i + 4)
+    wire.windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(wire.len(), |i| i + 4)
 }
 
-async fn connect_within(addr: SocketAddr, timeout: Duration, deadline: Option<Instant>) -> Result<UpstreamConn, ProxyError> {
+async fn connect_within(
+    addr: SocketAddr,
+    timeout: Duration,
+    deadline: Option<Instant>,
+) -> Result<UpstreamConn, ProxyError> {
     let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-    within(left, connect(addr, timeout)).await.unwrap_or(Err(ProxyError::UpstreamTimeout))
+    within(left, connect(addr, timeout))
+        .await
+        .unwrap_or(Err(ProxyError::UpstreamTimeout))
 }
 
 async fn stream_body<D: AsyncRead + Unpin>(
@@ -203,7 +244,15 @@ async fn stream_body<D: AsyncRead + Unpin>(
     down: &mut D,
     down_buf: &mut ReadBuf,
 ) -> Result<u64, ProxyError> {
-    copy_body(req.head.framing, down_buf, down, &mut up.stream, req.body_limit).await.map_err(|e| match e {
+    copy_body(
+        req.head.framing,
+        down_buf,
+        down,
+        &mut up.stream,
+        req.body_limit,
+    )
+    .await
+    .map_err(|e| match e {
         BodyError::Write(e) => ProxyError::UpstreamReset(e),
         BodyError::Read(e) => ProxyError::DownstreamIo(e),
         BodyError::Truncated => ProxyError::DownstreamClosed,
@@ -214,7 +263,11 @@ async fn stream_body<D: AsyncRead + Unpin>(
 
 /// Reads the next response head: `Continue` for `100 Continue`, other interim responses are
 /// skipped, a protocol switch is refused (the gateway strips `Upgrade`).
-async fn read_response_head(up: &mut UpstreamConn, head_request: bool, timeout: Option<Duration>) -> Result<Answer, ProxyError> {
+async fn read_response_head(
+    up: &mut UpstreamConn,
+    head_request: bool,
+    timeout: Option<Duration>,
+) -> Result<Answer, ProxyError> {
     let deadline = timeout.map(|t| Instant::now() + t);
     let mut head = ResponseHead::default();
     loop {

@@ -63,8 +63,15 @@ pub enum Parsed<T> {
 
 /// Headers a proxy never forwards (RFC 9110 §7.6.1, plus the legacy ones Envoy drops).
 pub fn is_hop_by_hop(name: &[u8]) -> bool {
-    const HOP: [&[u8]; 7] =
-        [b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"te", b"trailer"];
+    const HOP: [&[u8]; 7] = [
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"transfer-encoding",
+        b"upgrade",
+        b"te",
+        b"trailer",
+    ];
     HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
 }
 
@@ -82,7 +89,11 @@ fn span(buf: &[u8], part: &[u8]) -> Range<usize> {
 }
 
 /// Parses a request head from `buf`. More than `max_headers` headers is a 431.
-pub fn parse_request(buf: &[u8], max_headers: usize, head: &mut RequestHead) -> Result<Option<usize>, ProxyError> {
+pub fn parse_request(
+    buf: &[u8],
+    max_headers: usize,
+    head: &mut RequestHead,
+) -> Result<Option<usize>, ProxyError> {
     let mut storage = [httparse::EMPTY_HEADER; 256];
     let mut req = httparse::Request::new(&mut storage[..max_headers.clamp(1, 256)]);
     let len = match req.parse(buf) {
@@ -104,7 +115,8 @@ pub fn parse_request(buf: &[u8], max_headers: usize, head: &mut RequestHead) -> 
     let mut content_length: Option<u64> = None;
     let mut chunked = false;
     for h in req.headers.iter() {
-        let value = std::str::from_utf8(h.value).map_err(|_| ProxyError::BadRequest("non-UTF-8 header value"))?;
+        let value = std::str::from_utf8(h.value)
+            .map_err(|_| ProxyError::BadRequest("non-UTF-8 header value"))?;
         let name = h.name;
         if name.eq_ignore_ascii_case("host") {
             if host.replace(value).is_some() {
@@ -131,10 +143,15 @@ pub fn parse_request(buf: &[u8], max_headers: usize, head: &mut RequestHead) -> 
         } else if name.eq_ignore_ascii_case("x-request-id") {
             head.request_id = Some(value.to_string());
         }
-        head.headers.push((span(buf, name.as_bytes()), span(buf, h.value)));
+        head.headers
+            .push((span(buf, name.as_bytes()), span(buf, h.value)));
     }
     head.framing = match (content_length, chunked) {
-        (Some(_), true) => return Err(ProxyError::BadRequest("both content-length and transfer-encoding")),
+        (Some(_), true) => {
+            return Err(ProxyError::BadRequest(
+                "both content-length and transfer-encoding",
+            ))
+        }
         (Some(0), false) | (None, false) => Framing::None,
         (Some(n), false) => Framing::Length(n),
         (None, true) => Framing::Chunked,
@@ -143,7 +160,9 @@ pub fn parse_request(buf: &[u8], max_headers: usize, head: &mut RequestHead) -> 
     head.path = path.to_string();
     head.authority = match (host, uri_authority) {
         (Some(h), Some(a)) if !h.eq_ignore_ascii_case(a) => {
-            return Err(ProxyError::BadRequest("absolute-form host differs from host header"))
+            return Err(ProxyError::BadRequest(
+                "absolute-form host differs from host header",
+            ))
         }
         (Some(h), _) => h.to_string(),
         (None, Some(a)) => a.to_string(),
@@ -153,7 +172,11 @@ pub fn parse_request(buf: &[u8], max_headers: usize, head: &mut RequestHead) -> 
 }
 
 /// Parses a response head. `head_request` and the status decide whether a body follows.
-pub fn parse_response(buf: &[u8], head_request: bool, head: &mut ResponseHead) -> Result<Option<usize>, ProxyError> {
+pub fn parse_response(
+    buf: &[u8],
+    head_request: bool,
+    head: &mut ResponseHead,
+) -> Result<Option<usize>, ProxyError> {
     let mut storage = [httparse::EMPTY_HEADER; 256];
     let mut resp = httparse::Response::new(&mut storage);
     let len = match resp.parse(buf) {
@@ -189,9 +212,11 @@ pub fn parse_response(buf: &[u8], head_request: bool, head: &mut ResponseHead) -
                 head.close = true;
             }
         } else if name.eq_ignore_ascii_case("connection") {
-            head.close = connection_close(std::str::from_utf8(h.value).unwrap_or(""), minor) || head.close;
+            head.close =
+                connection_close(std::str::from_utf8(h.value).unwrap_or(""), minor) || head.close;
         }
-        head.headers.push((span(buf, name.as_bytes()), span(buf, h.value)));
+        head.headers
+            .push((span(buf, name.as_bytes()), span(buf, h.value)));
     }
     head.framing = if head_request || status < 200 || status == 204 || status == 304 {
         Framing::None
@@ -265,11 +290,15 @@ mod tests {
 
     #[test]
     fn parses_framing_and_keeps_header_spans() {
-        let raw = "POST /a HTTP/1.1\r\nHost: X.com\r\nContent-Length: 5\r\nUser-Agent: t\r\n\r\nhello";
+        let raw =
+            "POST /a HTTP/1.1\r\nHost: X.com\r\nContent-Length: 5\r\nUser-Agent: t\r\n\r\nhello";
         let head = parse(raw).unwrap();
         assert_eq!(head.framing, Framing::Length(5));
         assert_eq!(head.authority, "X.com");
-        assert_eq!(find_header(raw.as_bytes(), &head.headers, "user-agent"), Some("t"));
+        assert_eq!(
+            find_header(raw.as_bytes(), &head.headers, "user-agent"),
+            Some("t")
+        );
     }
 
     #[test]
@@ -283,7 +312,10 @@ mod tests {
             "GET http://a/ HTTP/1.1\r\nHost: b\r\n\r\n",
             "GET / HTTP/1.1\r\n\r\n",
         ] {
-            assert!(matches!(parse(raw), Err(ProxyError::BadRequest(_))), "{raw:?}");
+            assert!(
+                matches!(parse(raw), Err(ProxyError::BadRequest(_))),
+                "{raw:?}"
+            );
         }
     }
 

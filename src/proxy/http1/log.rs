@@ -72,7 +72,11 @@ impl HttpLog {
     pub fn set_request(&mut self, head: &RequestHead, user_agent: Option<&str>) {
         self.method = Some(head.method.clone());
         self.path = Some(head.path.clone());
-        self.protocol = if head.minor == 0 { "HTTP/1.0" } else { "HTTP/1.1" };
+        self.protocol = if head.minor == 0 {
+            "HTTP/1.0"
+        } else {
+            "HTTP/1.1"
+        };
         self.authority = Some(head.authority.clone());
         self.user_agent = user_agent.map(str::to_string);
         self.forwarded_for = head.forwarded_for.clone();

@@ -10,7 +10,9 @@ use super::head::{is_hop_by_hop, Framing, HeaderSpan, RequestHead, ResponseHead}
 fn named_in_connection(raw: &[u8], headers: &[HeaderSpan], name: &[u8]) -> bool {
     headers.iter().any(|(n, v)| {
         raw[n.clone()].eq_ignore_ascii_case(b"connection")
-            && raw[v.clone()].split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(name))
+            && raw[v.clone()]
+                .split(|b| *b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(name))
     })
 }
 
@@ -19,7 +21,13 @@ fn skip(raw: &[u8], headers: &[HeaderSpan], name: &[u8]) -> bool {
 }
 
 /// The request head sent upstream. `raw` is the buffer `head` was parsed from.
-pub fn request_head(out: &mut Vec<u8>, head: &RequestHead, raw: &[u8], forwarded_for: &str, request_id: &str) {
+pub fn request_head(
+    out: &mut Vec<u8>,
+    head: &RequestHead,
+    raw: &[u8],
+    forwarded_for: &str,
+    request_id: &str,
+) {
     out.clear();
     out.extend_from_slice(head.method.as_bytes());
     out.push(b' ');
@@ -44,7 +52,10 @@ pub fn request_head(out: &mut Vec<u8>, head: &RequestHead, raw: &[u8], forwarded
         // Absolute-form without a Host header: HTTP/1.1 upstreams require one.
         let _ = write!(out, "host: {}\r\n", head.authority);
     }
-    let _ = write!(out, "x-forwarded-for: {forwarded_for}\r\nx-request-id: {request_id}\r\n");
+    let _ = write!(
+        out,
+        "x-forwarded-for: {forwarded_for}\r\nx-request-id: {request_id}\r\n"
+    );
     if head.framing == Framing::Chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
@@ -52,7 +63,13 @@ pub fn request_head(out: &mut Vec<u8>, head: &RequestHead, raw: &[u8], forwarded
 }
 
 /// The response head sent downstream. `close` adds `connection: close`.
-pub fn response_head(out: &mut Vec<u8>, head: &ResponseHead, raw: &[u8], service_time_ms: Option<u64>, close: bool) {
+pub fn response_head(
+    out: &mut Vec<u8>,
+    head: &ResponseHead,
+    raw: &[u8],
+    service_time_ms: Option<u64>,
+    close: bool,
+) {
     out.clear();
     let _ = write!(out, "HTTP/1.1 {} ", head.status);
     out.extend_from_slice(&raw[head.reason.clone()]);
