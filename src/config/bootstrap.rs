@@ -67,7 +67,10 @@ pub(crate) fn load_spec(cx: &mut Cx, spec: &mut Obj<'_>, b: &mut Bootstrap) {
     if let Some(s) = spec.string(cx, "bindAddress") {
         match s.value.parse::<IpAddr>() {
             Ok(ip) => b.bind_address = ip,
-            Err(_) => cx.error(&s.span, format!("spec.bindAddress: '{}' is not an IP address", s.value)),
+            Err(_) => cx.error(
+                &s.span,
+                format!("spec.bindAddress: '{}' is not an IP address", s.value),
+            ),
         }
     }
     if let Some(node) = spec.node(cx, "portMap") {
@@ -82,7 +85,11 @@ pub(crate) fn load_spec(cx: &mut Cx, spec: &mut Obj<'_>, b: &mut Bootstrap) {
         }
     }
     if b.shards > 0 && !b.cpus.is_empty() && b.shards > b.cpus.len() {
-        let msg = format!("more shards than CPUs: shards {} but cpus lists {}", b.shards, b.cpus.len());
+        let msg = format!(
+            "more shards than CPUs: shards {} but cpus lists {}",
+            b.shards,
+            b.cpus.len()
+        );
         cx.error(spec.span(), msg);
     }
     if let Some(s) = spec.string(cx, "admin") {
@@ -92,7 +99,10 @@ pub(crate) fn load_spec(cx: &mut Cx, spec: &mut Obj<'_>, b: &mut Bootstrap) {
             match s.value.parse::<SocketAddr>() {
                 Ok(a) => Some(a),
                 Err(_) => {
-                    let msg = format!("spec.admin: '{}' is not IP:port (\"\" disables the admin server)", s.value);
+                    let msg = format!(
+                        "spec.admin: '{}' is not IP:port (\"\" disables the admin server)",
+                        s.value
+                    );
                     cx.error(&s.span, msg);
                     b.admin
                 }
@@ -101,7 +111,11 @@ pub(crate) fn load_spec(cx: &mut Cx, spec: &mut Obj<'_>, b: &mut Bootstrap) {
     }
     if let Some(mut log) = spec.child(cx, "accessLog") {
         if let Some(p) = log.string(cx, "path") {
-            b.access_log.path = if p.value == "-" { p.value } else { cx.resolve(&p.value).display().to_string() };
+            b.access_log.path = if p.value == "-" {
+                p.value
+            } else {
+                cx.resolve(&p.value).display().to_string()
+            };
         }
         if let Some(f) = log.string(cx, "format") {
             b.access_log.format = match f.value.as_str() {
@@ -115,7 +129,10 @@ pub(crate) fn load_spec(cx: &mut Cx, spec: &mut Obj<'_>, b: &mut Bootstrap) {
     if let Some(s) = spec.string(cx, "logLevel") {
         match tracing_subscriber::EnvFilter::try_new(&s.value) {
             Ok(_) => b.log_level = s.value,
-            Err(e) => cx.error(&s.span, format!("spec.logLevel: '{}' is not a log filter: {e}", s.value)),
+            Err(e) => cx.error(
+                &s.span,
+                format!("spec.logLevel: '{}' is not a log filter: {e}", s.value),
+            ),
         }
     }
     if let Some(mut id) = spec.child(cx, "identity") {
@@ -126,7 +143,13 @@ pub(crate) fn load_spec(cx: &mut Cx, spec: &mut Obj<'_>, b: &mut Bootstrap) {
         for s in r.strings(cx, "nameservers") {
             match nameserver(&s.value) {
                 Some(a) => b.resolver.nameservers.push(a),
-                None => cx.error(&s.span, format!("spec.resolver.nameservers: '{}' is not IP or IP:port", s.value)),
+                None => cx.error(
+                    &s.span,
+                    format!(
+                        "spec.resolver.nameservers: '{}' is not IP or IP:port",
+                        s.value
+                    ),
+                ),
             }
         }
         if let Some(v) = r.bool(cx, "denyPrivateAddresses") {
@@ -184,14 +207,22 @@ pub(crate) fn load_spec(cx: &mut Cx, spec: &mut Obj<'_>, b: &mut Bootstrap) {
 fn port_map(cx: &mut Cx, node: &Node) -> BTreeMap<u16, u16> {
     let mut out = BTreeMap::new();
     let NodeKind::Map(entries) = &node.kind else {
-        cx.error(&node.span, format!("spec.portMap: expected a mapping, found {}", node.describe()));
+        cx.error(
+            &node.span,
+            format!(
+                "spec.portMap: expected a mapping, found {}",
+                node.describe()
+            ),
+        );
         return out;
     };
     for (k, v) in entries {
         let from = node_int(cx, k, "spec.portMap", 1, 65535);
         let to = node_int(cx, v, "spec.portMap", 1, 65535);
         if let (Some(from), Some(to)) = (from, to) {
-            let (Ok(from), Ok(to)) = (u16::try_from(from), u16::try_from(to)) else { continue };
+            let (Ok(from), Ok(to)) = (u16::try_from(from), u16::try_from(to)) else {
+                continue;
+            };
             if out.insert(from, to).is_some() {
                 cx.error(&k.span, format!("spec.portMap: port {from} mapped twice"));
             }
@@ -205,9 +236,7 @@ fn identity(cx: &mut Cx, id: &mut Obj<'_>) -> Option<Identity> {
     let mut files = Vec::with_capacity(3);
     for name in ["certChain", "privateKey", "rootCert"] {
         let s = id.req_string(cx, name)?;
-        let path = cx.resolve(&s.value);
-        cx.check_file(&path, &s.span, &id.path_of(name));
-        files.push(path);
+        files.push(cx.file_ref(&s, id.path_of(name)));
     }
     let root_cert = files.pop()?;
     let private_key = files.pop()?;
@@ -234,7 +263,10 @@ mod tests {
     #[test]
     fn nameservers_take_port_53_by_default() {
         assert_eq!(nameserver("10.0.0.2"), Some("10.0.0.2:53".parse().unwrap()));
-        assert_eq!(nameserver("10.0.0.2:5353"), Some("10.0.0.2:5353".parse().unwrap()));
+        assert_eq!(
+            nameserver("10.0.0.2:5353"),
+            Some("10.0.0.2:5353".parse().unwrap())
+        );
         assert_eq!(nameserver("[::1]:53"), Some("[::1]:53".parse().unwrap()));
         assert_eq!(nameserver("::1"), Some("[::1]:53".parse().unwrap()));
         assert_eq!(nameserver("dns.google"), None);
@@ -244,7 +276,10 @@ mod tests {
     fn defaults_are_design_md() {
         let b = Bootstrap::default();
         assert_eq!(b.admin, Some("127.0.0.1:15000".parse().unwrap()));
-        assert_eq!(b.labels.get("istio").map(String::as_str), Some("egressgateway"));
+        assert_eq!(
+            b.labels.get("istio").map(String::as_str),
+            Some("egressgateway")
+        );
         assert_eq!(b.timeouts.downstream_idle, Duration::from_secs(3600));
         assert_eq!(b.limits.max_connections, 100_000);
         assert_eq!(b.pool.max_idle_per_cluster, 64);

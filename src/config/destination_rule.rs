@@ -37,7 +37,10 @@ pub(crate) fn load(cx: &mut Cx, spec: &mut Obj<'_>, meta: Meta) -> Option<Destin
         let traffic_policy = policy_field(cx, &mut s);
         if let Some(name) = name {
             if subsets.iter().any(|x: &Subset| x.name == name.value) {
-                cx.error(&name.span, format!("{}: subset '{}' defined twice", s.path(), name.value));
+                cx.error(
+                    &name.span,
+                    format!("{}: subset '{}' defined twice", s.path(), name.value),
+                );
             }
             subsets.push(Subset {
                 name: name.value,
@@ -63,7 +66,14 @@ fn policy_field(cx: &mut Cx, parent: &mut Obj<'_>) -> Option<TrafficPolicy> {
     let mut o = parent.child(cx, "trafficPolicy")?;
     o.unsupported(cx, &["tunnel", "proxyProtocol", "retryBudget"]);
     let mut p = TrafficPolicy::default();
-    read_policy(cx, &mut o, &mut p.load_balancer, &mut p.connection_pool, &mut p.outlier_detection, &mut p.tls);
+    read_policy(
+        cx,
+        &mut o,
+        &mut p.load_balancer,
+        &mut p.connection_pool,
+        &mut p.outlier_detection,
+        &mut p.tls,
+    );
     for mut pl in o.objs(cx, "portLevelSettings") {
         let port = match pl.child(cx, "port") {
             Some(mut po) => {
@@ -77,7 +87,14 @@ fn policy_field(cx: &mut Cx, parent: &mut Obj<'_>) -> Option<TrafficPolicy> {
             }
         };
         let mut s = PortTrafficPolicy::default();
-        read_policy(cx, &mut pl, &mut s.load_balancer, &mut s.connection_pool, &mut s.outlier_detection, &mut s.tls);
+        read_policy(
+            cx,
+            &mut pl,
+            &mut s.load_balancer,
+            &mut s.connection_pool,
+            &mut s.outlier_detection,
+            &mut s.tls,
+        );
         if let Some(port) = port {
             s.port = port;
             p.port_level_settings.push(s);
@@ -98,8 +115,21 @@ fn read_policy(
     tls: &mut Option<ClientTls>,
 ) {
     if let Some(mut l) = o.child(cx, "loadBalancer") {
-        l.unsupported(cx, &["consistentHash", "localityLbSetting", "warmupDurationSecs", "warmup"]);
-        *lb = l.enum_value(cx, "simple", LOAD_BALANCERS, &["PASSTHROUGH", "UNSPECIFIED"]);
+        l.unsupported(
+            cx,
+            &[
+                "consistentHash",
+                "localityLbSetting",
+                "warmupDurationSecs",
+                "warmup",
+            ],
+        );
+        *lb = l.enum_value(
+            cx,
+            "simple",
+            LOAD_BALANCERS,
+            &["PASSTHROUGH", "UNSPECIFIED"],
+        );
         l.finish(cx);
     }
     if let Some(mut c) = o.child(cx, "connectionPool") {
@@ -107,13 +137,25 @@ fn read_policy(
         c.finish(cx);
     }
     if let Some(mut d) = o.child(cx, "outlierDetection") {
-        d.unsupported(cx, &["minHealthPercent", "splitExternalLocalOriginErrors", "consecutiveLocalOriginFailures"]);
+        d.unsupported(
+            cx,
+            &[
+                "minHealthPercent",
+                "splitExternalLocalOriginErrors",
+                "consecutiveLocalOriginFailures",
+            ],
+        );
         *outlier = Some(OutlierDetection {
-            consecutive_errors: d.u32(cx, "consecutive5xxErrors|consecutive_5xx_errors|consecutiveErrors"),
+            consecutive_errors: d.u32(
+                cx,
+                "consecutive5xxErrors|consecutive_5xx_errors|consecutiveErrors",
+            ),
             consecutive_gateway_errors: d.u32(cx, "consecutiveGatewayErrors"),
             interval: d.duration(cx, "interval"),
             base_ejection_time: d.duration(cx, "baseEjectionTime"),
-            max_ejection_percent: d.int(cx, "maxEjectionPercent", 0, 100).and_then(|v| u32::try_from(v).ok()),
+            max_ejection_percent: d
+                .int(cx, "maxEjectionPercent", 0, 100)
+                .and_then(|v| u32::try_from(v).ok()),
         });
         d.finish(cx);
     }
@@ -139,13 +181,26 @@ fn connection_pool(cx: &mut Cx, c: &mut Obj<'_>) -> ConnectionPool {
         t.finish(cx);
     }
     if let Some(mut h) = c.child(cx, "http") {
-        h.unsupported(cx, &["http2MaxRequests", "useClientProtocol", "maxConcurrentStreams"]);
+        h.unsupported(
+            cx,
+            &[
+                "http2MaxRequests",
+                "useClientProtocol",
+                "maxConcurrentStreams",
+            ],
+        );
         pool.http1_max_pending_requests = h.u32(cx, "http1MaxPendingRequests");
         pool.http_max_requests_per_connection = h.u32(cx, "maxRequestsPerConnection");
         pool.max_retries = h.u32(cx, "maxRetries");
         pool.http_idle_timeout = h.duration(cx, "idleTimeout");
-        let upgrade = [("DEFAULT", false), ("DO_NOT_UPGRADE", false), ("UPGRADE", true)];
-        pool.h2_upgrade = h.enum_value(cx, "h2UpgradePolicy", &upgrade, &[]).unwrap_or(false);
+        let upgrade = [
+            ("DEFAULT", false),
+            ("DO_NOT_UPGRADE", false),
+            ("UPGRADE", true),
+        ];
+        pool.h2_upgrade = h
+            .enum_value(cx, "h2UpgradePolicy", &upgrade, &[])
+            .unwrap_or(false);
         h.finish(cx);
     }
     pool
@@ -159,10 +214,14 @@ fn client_tls(cx: &mut Cx, t: &mut Obj<'_>) -> Option<ClientTls> {
         t.req_string(cx, "mode");
         None
     };
-    let client_certificate = t.string(cx, "clientCertificate").map(|s| cx.resolve(&s.value));
-    let private_key = t.string(cx, "privateKey").map(|s| cx.resolve(&s.value));
-    let ca_certificates = t.string(cx, "caCertificates").map(|s| cx.resolve(&s.value));
-    let subject_alt_names = t.strings(cx, "subjectAltNames").into_iter().map(|s| s.value).collect();
+    let client_certificate = t.file(cx, "clientCertificate");
+    let private_key = t.file(cx, "privateKey");
+    let ca_certificates = t.file(cx, "caCertificates");
+    let subject_alt_names = t
+        .strings(cx, "subjectAltNames")
+        .into_iter()
+        .map(|s| s.value)
+        .collect();
     let sni_path = t.path_of("sni");
     let sni = t
         .string(cx, "sni")
@@ -175,7 +234,10 @@ fn client_tls(cx: &mut Cx, t: &mut Obj<'_>) -> Option<ClientTls> {
             ("privateKey", private_key.is_some()),
         ] {
             if !present {
-                cx.error(t.span(), format!("{}: tls mode MUTUAL requires '{name}'", t.path()));
+                cx.error(
+                    t.span(),
+                    format!("{}: tls mode MUTUAL requires '{name}'", t.path()),
+                );
             }
         }
     }

@@ -81,19 +81,30 @@ pub(crate) fn load_documents(cx: &mut Cx, docs: &[Node], source: PathBuf) -> Con
             top.req_string(cx, "spec");
         }
         if let (Some(meta), Some(mut spec)) = (meta, spec) {
+            cx.owner = Some((kind, meta.name.clone()));
             if let Some(prev) = names.get(&(kind, meta.name.clone())) {
-                let msg = format!("duplicate {kind} name '{}' (first defined at {prev})", meta.name);
+                let msg = format!(
+                    "duplicate {kind} name '{}' (first defined at {prev})",
+                    meta.name
+                );
                 cx.error(&meta.span, msg);
             } else {
                 names.insert((kind, meta.name.clone()), meta.span.clone());
             }
             match kind {
-                "ServiceEntry" => config.service_entries.extend(service_entry::load(cx, &mut spec, meta)),
+                "ServiceEntry" => config
+                    .service_entries
+                    .extend(service_entry::load(cx, &mut spec, meta)),
                 "Gateway" => config.gateways.extend(gateway::load(cx, &mut spec, meta)),
-                "VirtualService" => config.virtual_services.extend(virtual_service::load(cx, &mut spec, meta)),
-                _ => config.destination_rules.extend(destination_rule::load(cx, &mut spec, meta)),
+                "VirtualService" => config
+                    .virtual_services
+                    .extend(virtual_service::load(cx, &mut spec, meta)),
+                _ => config
+                    .destination_rules
+                    .extend(destination_rule::load(cx, &mut spec, meta)),
             }
             spec.finish(cx);
+            cx.owner = None;
         }
         top.finish(cx);
     }
@@ -105,7 +116,11 @@ fn envelope(cx: &mut Cx, top: &mut Obj<'_>) -> Option<&'static str> {
     let api = top.req_string(cx, "apiVersion");
     let kind = top.req_string(cx, "kind")?;
     let Some(known) = KINDS.iter().copied().find(|k| *k == kind.value) else {
-        let msg = format!("unknown kind '{}' (expected one of {})", kind.value, KINDS.join(", "));
+        let msg = format!(
+            "unknown kind '{}' (expected one of {})",
+            kind.value,
+            KINDS.join(", ")
+        );
         cx.error(&kind.span, msg);
         return None;
     };

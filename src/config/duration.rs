@@ -51,7 +51,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
             other => return Err(DurationError::BadUnit(other.to_string())),
         };
         let value = parse_decimal(num)?;
-        let part = Duration::try_from_secs_f64(value * scale).map_err(|_| DurationError::Overflow)?;
+        let part =
+            Duration::try_from_secs_f64(value * scale).map_err(|_| DurationError::Overflow)?;
         total = total.checked_add(part).ok_or(DurationError::Overflow)?;
         rest = next;
     }
@@ -93,12 +94,30 @@ mod tests {
     fn refusals_say_why() {
         assert_eq!(parse_duration(""), Err(DurationError::Empty));
         assert_eq!(parse_duration("10"), Err(DurationError::MissingUnit));
-        assert_eq!(parse_duration("10sec"), Err(DurationError::BadUnit("sec".into())));
-        assert_eq!(parse_duration("10d"), Err(DurationError::BadUnit("d".into())));
-        assert!(matches!(parse_duration("-1s"), Err(DurationError::BadNumber(_))));
-        assert!(matches!(parse_duration("1..5s"), Err(DurationError::BadNumber(_))));
-        assert!(matches!(parse_duration("s"), Err(DurationError::BadNumber(_))));
-        assert_eq!(parse_duration("1e30h"), Err(DurationError::BadUnit("e".into())));
+        assert_eq!(
+            parse_duration("10sec"),
+            Err(DurationError::BadUnit("sec".into()))
+        );
+        assert_eq!(
+            parse_duration("10d"),
+            Err(DurationError::BadUnit("d".into()))
+        );
+        assert!(matches!(
+            parse_duration("-1s"),
+            Err(DurationError::BadNumber(_))
+        ));
+        assert!(matches!(
+            parse_duration("1..5s"),
+            Err(DurationError::BadNumber(_))
+        ));
+        assert!(matches!(
+            parse_duration("s"),
+            Err(DurationError::BadNumber(_))
+        ));
+        assert_eq!(
+            parse_duration("1e30h"),
+            Err(DurationError::BadUnit("e".into()))
+        );
         assert_eq!(
             parse_duration("99999999999999999999h"),
             Err(DurationError::Overflow)

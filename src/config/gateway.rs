@@ -6,8 +6,6 @@
 //! needs a `tls` block, SIMPLE/MUTUAL need their files). It must not compare servers across
 //! Gateways (port conflicts are `validate.rs`) nor read certificates.
 
-use std::path::PathBuf;
-
 use super::hosts::{host, HostForm};
 use super::model::{Gateway, Meta, Protocol, Server, ServerPort, ServerTls, ServerTlsMode};
 use super::reader::{Cx, Obj};
@@ -73,7 +71,10 @@ fn server(cx: &mut Cx, s: &mut Obj<'_>) -> Option<Server> {
     if !present {
         s.req_string(cx, "hosts");
     } else if raws.is_empty() {
-        cx.error(s.span(), format!("{}: at least one host is required", s.path_of("hosts")));
+        cx.error(
+            s.span(),
+            format!("{}: at least one host is required", s.path_of("hosts")),
+        );
     }
     let path = s.path_of("hosts");
     let hosts: Vec<_> = raws
@@ -127,38 +128,46 @@ fn server_port(cx: &mut Cx, p: &mut Obj<'_>) -> Option<ServerPort> {
     let number = number?;
     Some(ServerPort {
         number,
-        name: name.map(|n| n.value).unwrap_or_else(|| format!("port-{number}")),
+        name: name
+            .map(|n| n.value)
+            .unwrap_or_else(|| format!("port-{number}")),
         protocol: protocol?,
     })
 }
 
 fn server_tls(cx: &mut Cx, t: &mut Obj<'_>) -> Option<ServerTls> {
     t.ignored(cx, &["credentialName", "credentialNames"]);
-    t.unsupported(cx, &[
-        "httpsRedirect",
-        "maxProtocolVersion",
-        "cipherSuites",
-        "verifyCertificateSpki",
-        "verifyCertificateHash",
-        "caCrl",
-        "tlsCertificates",
-    ]);
+    t.unsupported(
+        cx,
+        &[
+            "httpsRedirect",
+            "maxProtocolVersion",
+            "cipherSuites",
+            "verifyCertificateSpki",
+            "verifyCertificateHash",
+            "caCrl",
+            "tlsCertificates",
+        ],
+    );
     // Istio's default mode is PASSTHROUGH (the enum's zero value).
     let mode = if t.has("mode") {
         t.enum_value(cx, "mode", TLS_MODES, UNSUPPORTED_TLS_MODES)
     } else {
         Some(ServerTlsMode::Passthrough)
     };
-    let file = |cx: &mut Cx, t: &mut Obj<'_>, name: &str| -> Option<PathBuf> {
-        t.string(cx, name).map(|s| cx.resolve(&s.value))
-    };
-    let server_certificate = file(cx, t, "serverCertificate");
-    let private_key = file(cx, t, "privateKey");
-    let ca_certificates = file(cx, t, "caCertificates");
-    let subject_alt_names = t.strings(cx, "subjectAltNames").into_iter().map(|s| s.value).collect();
+    let server_certificate = t.file(cx, "serverCertificate");
+    let private_key = t.file(cx, "privateKey");
+    let ca_certificates = t.file(cx, "caCertificates");
+    let subject_alt_names = t
+        .strings(cx, "subjectAltNames")
+        .into_iter()
+        .map(|s| s.value)
+        .collect();
     let min_protocol_version = if t.has("minProtocolVersion") {
         let unsupported = ["TLSV1_0", "TLSV1_1"];
-        t.enum_value(cx, "minProtocolVersion", TLS_VERSIONS, &unsupported).flatten().map(str::to_string)
+        t.enum_value(cx, "minProtocolVersion", TLS_VERSIONS, &unsupported)
+            .flatten()
+            .map(str::to_string)
     } else {
         None
     };
@@ -177,7 +186,11 @@ fn server_tls(cx: &mut Cx, t: &mut Obj<'_>) -> Option<ServerTls> {
     };
     for (name, present) in required {
         if !present {
-            let msg = format!("{}: tls mode {} requires '{name}'", t.path(), mode_name(mode));
+            let msg = format!(
+                "{}: tls mode {} requires '{name}'",
+                t.path(),
+                mode_name(mode)
+            );
             cx.error(t.span(), msg);
         }
     }

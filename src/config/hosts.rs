@@ -20,7 +20,12 @@ pub(crate) enum HostForm {
 
 /// Lower-cases, strips the trailing dot (and the `ns/` prefix for `NamespacedOrStar`), and
 /// checks the wildcard and label rules. Errors are reported at the host's position.
-pub(crate) fn host(cx: &mut Cx, raw: Spanned<String>, form: HostForm, path: &str) -> Option<Spanned<String>> {
+pub(crate) fn host(
+    cx: &mut Cx,
+    raw: Spanned<String>,
+    form: HostForm,
+    path: &str,
+) -> Option<Spanned<String>> {
     let mut name = raw.value.trim().to_ascii_lowercase();
     if form == HostForm::NamespacedOrStar {
         name = strip_namespace(&name).to_string();
@@ -124,11 +129,7 @@ mod tests {
     use std::sync::Arc;
 
     fn run(raw: &str, form: HostForm) -> Result<String, String> {
-        let mut cx = Cx {
-            base_dir: PathBuf::from("."),
-            mode: LoadMode::Validate,
-            diags: Vec::new(),
-        };
+        let mut cx = Cx::new(PathBuf::from("."), LoadMode::Validate);
         let span = Span {
             file: Arc::new(PathBuf::from("t.yaml")),
             line: 1,
@@ -143,23 +144,49 @@ mod tests {
 
     #[test]
     fn normalization() {
-        assert_eq!(run("Edition.CNN.com.", HostForm::Name), Ok("edition.cnn.com".into()));
-        assert_eq!(run("*.Example.com", HostForm::Name), Ok("*.example.com".into()));
-        assert_eq!(run("istio-system/edition.cnn.com", HostForm::NamespacedOrStar), Ok("edition.cnn.com".into()));
-        assert_eq!(run("./a.com", HostForm::NamespacedOrStar), Ok("a.com".into()));
+        assert_eq!(
+            run("Edition.CNN.com.", HostForm::Name),
+            Ok("edition.cnn.com".into())
+        );
+        assert_eq!(
+            run("*.Example.com", HostForm::Name),
+            Ok("*.example.com".into())
+        );
+        assert_eq!(
+            run("istio-system/edition.cnn.com", HostForm::NamespacedOrStar),
+            Ok("edition.cnn.com".into())
+        );
+        assert_eq!(
+            run("./a.com", HostForm::NamespacedOrStar),
+            Ok("a.com".into())
+        );
         assert_eq!(run("*/*", HostForm::NamespacedOrStar), Ok("*".into()));
         assert_eq!(run("*", HostForm::NameOrStar), Ok("*".into()));
     }
 
     #[test]
     fn refusals() {
-        assert!(run("foo.*.com", HostForm::Name).unwrap_err().contains("bad wildcard"));
-        assert!(run("*foo.com", HostForm::NameOrStar).unwrap_err().contains("bad wildcard"));
-        assert!(run("*", HostForm::Name).unwrap_err().contains("invalid host"));
-        assert!(run("a..b", HostForm::Name).unwrap_err().contains("invalid host"));
-        assert!(run("a_b.com", HostForm::Name).unwrap_err().contains("invalid character '_'"));
-        assert!(run("-a.com", HostForm::Name).unwrap_err().contains("invalid host"));
-        assert!(run("ns/a.com", HostForm::Name).unwrap_err().contains("invalid character '/'"));
+        assert!(run("foo.*.com", HostForm::Name)
+            .unwrap_err()
+            .contains("bad wildcard"));
+        assert!(run("*foo.com", HostForm::NameOrStar)
+            .unwrap_err()
+            .contains("bad wildcard"));
+        assert!(run("*", HostForm::Name)
+            .unwrap_err()
+            .contains("invalid host"));
+        assert!(run("a..b", HostForm::Name)
+            .unwrap_err()
+            .contains("invalid host"));
+        assert!(run("a_b.com", HostForm::Name)
+            .unwrap_err()
+            .contains("invalid character '_'"));
+        assert!(run("-a.com", HostForm::Name)
+            .unwrap_err()
+            .contains("invalid host"));
+        assert!(run("ns/a.com", HostForm::Name)
+            .unwrap_err()
+            .contains("invalid character '/'"));
     }
 
     #[test]

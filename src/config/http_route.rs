@@ -141,7 +141,10 @@ fn string_match(cx: &mut Cx, o: &mut Obj<'_>) -> Option<StringMatch> {
         .filter(|b| **b)
         .count();
     if count != 1 {
-        let msg = format!("{}: exactly one of exact, prefix or regex is required", o.path());
+        let msg = format!(
+            "{}: exactly one of exact, prefix or regex is required",
+            o.path()
+        );
         cx.error(o.span(), msg);
         return None;
     }
@@ -154,7 +157,10 @@ fn string_match(cx: &mut Cx, o: &mut Obj<'_>) -> Option<StringMatch> {
     let r = regex?;
     if let Err(e) = regex::Regex::new(&format!("^(?:{})$", r.value)) {
         let first = e.to_string().lines().last().unwrap_or_default().to_string();
-        cx.error(&r.span, format!("{}.regex: invalid regex '{}': {first}", o.path(), r.value));
+        cx.error(
+            &r.span,
+            format!("{}.regex: invalid regex '{}': {first}", o.path(), r.value),
+        );
         return None;
     }
     Some(StringMatch::Regex(r.value))
@@ -179,7 +185,10 @@ fn retries(cx: &mut Cx, o: &mut Obj<'_>) -> Option<Retries> {
                 cx.error(&s.span, format!("unsupported by egressd: {path} {cond}"));
             } else {
                 let allowed: Vec<&str> = RETRY_ON.iter().map(|(n, _)| *n).collect();
-                let msg = format!("{path}: invalid value '{cond}', expected one of {}", allowed.join(", "));
+                let msg = format!(
+                    "{path}: invalid value '{cond}', expected one of {}",
+                    allowed.join(", ")
+                );
                 cx.error(&s.span, msg);
             }
         }

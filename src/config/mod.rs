@@ -54,7 +54,10 @@ pub fn load(path: &Path, mode: LoadMode) -> Result<Loaded, Vec<Diagnostic>> {
                 line: 1,
                 col: 1,
             };
-            Err(vec![Diagnostic::error(span, format!("cannot read configuration: {e}"))])
+            Err(vec![Diagnostic::error(
+                span,
+                format!("cannot read configuration: {e}"),
+            )])
         }
     }
 }
@@ -67,11 +70,7 @@ pub fn load_str(text: &str, file: &Path, mode: LoadMode) -> Result<Loaded, Vec<D
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let mut cx = reader::Cx {
-        base_dir: std::path::absolute(&base).unwrap_or(base),
-        mode,
-        diags: Vec::new(),
-    };
+    let mut cx = reader::Cx::new(std::path::absolute(&base).unwrap_or(base), mode);
     let docs = yaml::parse(text, &file_arc).map_err(|d| vec![d])?;
     let mut config = document::load_documents(&mut cx, &docs, file.to_path_buf());
     validate::validate(&mut cx, &mut config);

@@ -22,9 +22,31 @@ pub(crate) struct Cx {
     pub base_dir: PathBuf,
     pub mode: LoadMode,
     pub diags: Vec<Diagnostic>,
+    /// The resource being read (kind, name); None for the bootstrap, which always applies.
+    pub owner: Option<(&'static str, String)>,
+    /// Referenced files, checked once `validate.rs` knows which resources apply here: a
+    /// sidecar-side DestinationRule's files are not ours to find.
+    pending_files: Vec<PendingFile>,
+}
+
+struct PendingFile {
+    owner: Option<(&'static str, String)>,
+    path: PathBuf,
+    span: Span,
+    field: String,
 }
 
 impl Cx {
+    pub fn new(base_dir: PathBuf, mode: LoadMode) -> Self {
+        Cx {
+            base_dir,
+            mode,
+            diags: Vec::new(),
+            owner: None,
+            pending_files: Vec::new(),
+        }
+    }
+
     pub fn error(&mut self, span: &Span, message: impl Into<String>) {
         self.diags.push(Diagnostic::error(span.clone(), message));
     }
@@ -43,16 +65,37 @@ impl Cx {
         }
     }
 
-    /// A referenced file that is missing only warns in `validate` (the guide's `/etc/certs`
-    /// paths must validate on a laptop) and refuses the file in `run`.
-    pub fn check_file(&mut self, path: &Path, span: &Span, what: &str) {
-        if path.is_file() {
-            return;
-        }
-        let msg = format!("{what}: file not found: {}", path.display());
-        match self.mode {
-            LoadMode::Validate => self.warn(span, msg),
-            LoadMode::Run => self.error(span, msg),
+    /// Resolves a file the gateway will read (certificate, key) and remembers to check that
+    /// it exists, at the place it is written, if its resource applies.
+    pub fn file_ref(&mut self, s: &Spanned<String>, field: String) -> PathBuf {
+        let path = self.resolve(&s.value);
+        self.pending_files.push(PendingFile {
+            owner: self.owner.clone(),
+            path: path.clone(),
+            span: s.span.clone(),
+            field,
+        });
+        path
+    }
+
+    /// Checks the remembered files of the resources `applies` keeps. A missing file only
+    /// warns in `validate` (the guide's `/etc/certs` paths must validate on a laptop) and
+    /// refuses the file in `run`.
+    pub fn check_files(&mut self, applies: impl Fn(&'static str, &str) -> bool) {
+        for f in std::mem::take(&mut self.pending_files) {
+            if let Some((kind, name)) = &f.owner {
+                if !applies(kind, name) {
+                    continue;
+                }
+            }
+            if f.path.is_file() {
+                continue;
+            }
+            let msg = format!("{}: file not found: {}", f.field, f.path.display());
+            match self.mode {
+                LoadMode::Validate => self.warn(&f.span, msg),
+                LoadMode::Run => self.error(&f.span, msg),
+            }
         }
     }
 }
@@ -73,9 +116,7 @@ pub(crate) fn snake_case(camel: &str) -> String {
 
 /// True when `key` is one of `names` ("a|b" lists aliases) in camelCase or snake_case.
 fn key_matches(key: &str, names: &str) -> bool {
-    names
-        .split('|')
-        .any(|n| key == n || key == snake_case(n))
+    names.split('|').any(|n| key == n || key == snake_case(n))
 }
 
 fn join(path: &str, name: &str) -> String {
@@ -96,11 +137,17 @@ pub(crate) fn node_int(cx: &mut Cx, node: &Node, path: &str, min: i64, max: i64)
     match value {
         Some(v) if (min..=max).contains(&v) => Some(v),
         Some(v) => {
-            cx.error(&node.span, format!("{path}: {v} is out of range {min}..{max}"));
+            cx.error(
+                &node.span,
+                format!("{path}: {v} is out of range {min}..{max}"),
+            );
             None
         }
         None => {
-            cx.error(&node.span, format!("{path}: expected an integer, found {}", shown(node)));
+            cx.error(
+                &node.span,
+                format!("{path}: expected an integer, found {}", shown(node)),
+            );
             None
         }
     }
@@ -113,7 +160,10 @@ pub(crate) fn node_string(cx: &mut Cx, node: &Node, path: &str) -> Option<Spanne
             span: node.span.clone(),
         }),
         None => {
-            cx.error(&node.span, format!("{path}: expected a string, found {}", node.describe()));
+            cx.error(
+                &node.span,
+                format!("{path}: expected a string, found {}", node.describe()),
+            );
             None
         }
     }
@@ -124,7 +174,10 @@ pub(crate) fn node_duration(cx: &mut Cx, node: &Node, path: &str) -> Option<Dura
     match parse_duration(&s.value) {
         Ok(d) => Some(d),
         Err(e) => {
-            cx.error(&node.span, format!("{path}: invalid duration '{}': {e}", s.value));
+            cx.error(
+                &node.span,
+                format!("{path}: invalid duration '{}': {e}", s.value),
+            );
             None
         }
     }
@@ -155,19 +208,32 @@ impl<'a> Obj<'a> {
             NodeKind::Map(entries) => entries,
             NodeKind::Null => &[],
             _ => {
-                let at = if path.is_empty() { kind.to_string() } else { path };
-                cx.error(&node.span, format!("{at}: expected a mapping, found {}", node.describe()));
+                let at = if path.is_empty() {
+                    kind.to_string()
+                } else {
+                    path
+                };
+                cx.error(
+                    &node.span,
+                    format!("{at}: expected a mapping, found {}", node.describe()),
+                );
                 return None;
             }
         };
         for (k, _) in entries {
             if k.as_scalar().is_none() {
-                cx.error(&k.span, format!("{kind} {path}: field names must be strings"));
+                cx.error(
+                    &k.span,
+                    format!("{kind} {path}: field names must be strings"),
+                );
             }
         }
         Some(Obj {
             span: node.span.clone(),
-            used: entries.iter().map(|(k, _)| k.as_scalar().is_none()).collect(),
+            used: entries
+                .iter()
+                .map(|(k, _)| k.as_scalar().is_none())
+                .collect(),
             entries,
             kind,
             path,
@@ -196,6 +262,12 @@ impl<'a> Obj<'a> {
     /// The field names as written (for mappings keyed by data, such as header names).
     pub fn keys(&self) -> impl Iterator<Item = &'a str> + 'a {
         self.entries.iter().filter_map(|(k, _)| k.as_scalar())
+    }
+
+    /// A file path field: resolved against the config's directory, existence checked later.
+    pub fn file(&mut self, cx: &mut Cx, names: &str) -> Option<PathBuf> {
+        let s = self.string(cx, names)?;
+        Some(cx.file_ref(&s, self.path_of(names)))
     }
 
     /// Whether the field is present (null counts as absent), without consuming it.
@@ -232,7 +304,10 @@ impl<'a> Obj<'a> {
 
     fn missing(&self, cx: &mut Cx, names: &str) {
         let name = names.split('|').next().unwrap_or(names);
-        cx.error(&self.span, format!("missing field '{name}' in {}", self.context()));
+        cx.error(
+            &self.span,
+            format!("missing field '{name}' in {}", self.context()),
+        );
     }
 
     fn context(&self) -> String {
@@ -269,7 +344,8 @@ impl<'a> Obj<'a> {
 
     /// A port number, 1..65535.
     pub fn port(&mut self, cx: &mut Cx, names: &str) -> Option<u16> {
-        self.int(cx, names, 1, 65535).and_then(|v| u16::try_from(v).ok())
+        self.int(cx, names, 1, 65535)
+            .and_then(|v| u16::try_from(v).ok())
     }
 
     pub fn req_port(&mut self, cx: &mut Cx, names: &str) -> Option<u16> {
@@ -285,14 +361,22 @@ impl<'a> Obj<'a> {
         let node = self.node(cx, names)?;
         // A quoted "true" is a string, as in JSON.
         let plain = match &node.kind {
-            NodeKind::Scalar { text, quoted: false, .. } => Some(text.as_str()),
+            NodeKind::Scalar {
+                text,
+                quoted: false,
+                ..
+            } => Some(text.as_str()),
             _ => None,
         };
         match plain {
             Some("true" | "True" | "TRUE") => Some(true),
             Some("false" | "False" | "FALSE") => Some(false),
             _ => {
-                let msg = format!("{}: expected true or false, found {}", self.path_of(names), shown(node));
+                let msg = format!(
+                    "{}: expected true or false, found {}",
+                    self.path_of(names),
+                    shown(node)
+                );
                 cx.error(&node.span, msg);
                 None
             }
@@ -317,7 +401,10 @@ impl<'a> Obj<'a> {
                 .map(|(i, n)| (format!("{path}[{i}]"), n))
                 .collect(),
             _ => {
-                cx.error(&node.span, format!("{path}: expected a list, found {}", node.describe()));
+                cx.error(
+                    &node.span,
+                    format!("{path}: expected a list, found {}", node.describe()),
+                );
                 Vec::new()
             }
         }
@@ -363,7 +450,10 @@ impl<'a> Obj<'a> {
                     }
                 }
             }
-            _ => cx.error(&node.span, format!("{path}: expected a mapping, found {}", node.describe())),
+            _ => cx.error(
+                &node.span,
+                format!("{path}: expected a mapping, found {}", node.describe()),
+            ),
         }
         out
     }
@@ -383,7 +473,10 @@ impl<'a> Obj<'a> {
         }
         let path = self.path_of(names);
         if unsupported.contains(&s.value.as_str()) {
-            cx.error(&s.span, format!("unsupported by egressd: {path} {}", s.value));
+            cx.error(
+                &s.span,
+                format!("unsupported by egressd: {path} {}", s.value),
+            );
         } else {
             let list: Vec<&str> = allowed.iter().map(|(n, _)| *n).collect();
             let msg = format!(
@@ -438,31 +531,41 @@ mod tests {
     use std::sync::Arc;
 
     fn cx() -> Cx {
-        Cx {
-            base_dir: PathBuf::from("/etc/egressd"),
-            mode: LoadMode::Validate,
-            diags: Vec::new(),
-        }
+        Cx::new(PathBuf::from("/etc/egressd"), LoadMode::Validate)
     }
 
     #[test]
     fn snake_and_camel_names_are_the_same_field() {
         assert_eq!(snake_case("sniHosts"), "sni_hosts");
-        assert_eq!(snake_case("http1MaxPendingRequests"), "http1_max_pending_requests");
-        let docs = yaml::parse("sni_hosts: [a]\nmaxRetries: 3\nhsots: 1\n", &Arc::new("t.yaml".into())).unwrap();
+        assert_eq!(
+            snake_case("http1MaxPendingRequests"),
+            "http1_max_pending_requests"
+        );
+        let docs = yaml::parse(
+            "sni_hosts: [a]\nmaxRetries: 3\nhsots: 1\n",
+            &Arc::new("t.yaml".into()),
+        )
+        .unwrap();
         let mut cx = cx();
         let mut o = Obj::new(&mut cx, &docs[0], "VirtualService", "spec".into()).unwrap();
         assert_eq!(o.strings(&mut cx, "sniHosts").len(), 1);
         assert_eq!(o.u32(&mut cx, "maxRetries"), Some(3));
         o.finish(&mut cx);
         assert_eq!(cx.diags.len(), 1);
-        assert_eq!(cx.diags[0].message, "unknown field 'hsots' in VirtualService spec");
+        assert_eq!(
+            cx.diags[0].message,
+            "unknown field 'hsots' in VirtualService spec"
+        );
         assert_eq!(cx.diags[0].position(), (3, 1));
     }
 
     #[test]
     fn both_spellings_at_once_is_a_duplicate() {
-        let docs = yaml::parse("sni_hosts: [a]\nsniHosts: [b]\n", &Arc::new("t.yaml".into())).unwrap();
+        let docs = yaml::parse(
+            "sni_hosts: [a]\nsniHosts: [b]\n",
+            &Arc::new("t.yaml".into()),
+        )
+        .unwrap();
         let mut cx = cx();
         let mut o = Obj::new(&mut cx, &docs[0], "VirtualService", String::new()).unwrap();
         o.strings(&mut cx, "sniHosts");
@@ -478,7 +581,13 @@ mod tests {
         let mut o = Obj::new(&mut cx, &docs[0], "Gateway", String::new()).unwrap();
         assert_eq!(o.port(&mut cx, "port"), None);
         assert!(cx.diags[0].message.contains("out of range 1..65535"));
-        assert_eq!(cx.resolve("certs/key.pem"), PathBuf::from("/etc/egressd/certs/key.pem"));
-        assert_eq!(cx.resolve("/etc/certs/key.pem"), PathBuf::from("/etc/certs/key.pem"));
+        assert_eq!(
+            cx.resolve("certs/key.pem"),
+            PathBuf::from("/etc/egressd/certs/key.pem")
+        );
+        assert_eq!(
+            cx.resolve("/etc/certs/key.pem"),
+            PathBuf::from("/etc/certs/key.pem")
+        );
     }
 }

@@ -25,11 +25,15 @@ pub(crate) const PROTOCOLS: &[(&str, Protocol)] = &[
 ];
 
 /// Valid Istio protocols that egressd does not carry.
-pub(crate) const UNSUPPORTED_PROTOCOLS: &[&str] = &["GRPC-Web", "MYSQL", "REDIS", "UDP", "HTTP_PROXY"];
+pub(crate) const UNSUPPORTED_PROTOCOLS: &[&str] =
+    &["GRPC-Web", "MYSQL", "REDIS", "UDP", "HTTP_PROXY"];
 
 /// The protocol as Istio writes it, for messages.
 pub(crate) fn protocol_name(p: Protocol) -> &'static str {
-    PROTOCOLS.iter().find(|(_, q)| *q == p).map_or("?", |(n, _)| n)
+    PROTOCOLS
+        .iter()
+        .find(|(_, q)| *q == p)
+        .map_or("?", |(n, _)| n)
 }
 
 const RESOLUTIONS: &[(&str, Resolution)] = &[
@@ -40,7 +44,16 @@ const RESOLUTIONS: &[(&str, Resolution)] = &[
 ];
 
 pub(crate) fn load(cx: &mut Cx, spec: &mut Obj<'_>, meta: Meta) -> Option<ServiceEntry> {
-    spec.ignored(cx, &["exportTo", "location", "addresses", "workloadSelector", "subjectAltNames"]);
+    spec.ignored(
+        cx,
+        &[
+            "exportTo",
+            "location",
+            "addresses",
+            "workloadSelector",
+            "subjectAltNames",
+        ],
+    );
     let present = spec.has("hosts");
     let raws = spec.strings(cx, "hosts");
     if !present {
@@ -53,19 +66,31 @@ pub(crate) fn load(cx: &mut Cx, spec: &mut Obj<'_>, meta: Meta) -> Option<Servic
         .into_iter()
         .filter_map(|raw| host(cx, raw, HostForm::Name, &path))
         .collect();
-    let ports: Vec<ServicePort> = spec.objs(cx, "ports").into_iter().filter_map(|mut p| {
-        let port = service_port(cx, &mut p);
-        p.finish(cx);
-        port
-    }).collect();
+    let ports: Vec<ServicePort> = spec
+        .objs(cx, "ports")
+        .into_iter()
+        .filter_map(|mut p| {
+            let port = service_port(cx, &mut p);
+            p.finish(cx);
+            port
+        })
+        .collect();
     for (i, p) in ports.iter().enumerate() {
-        if let Some(first) = ports[..i].iter().find(|q| q.number == p.number || q.name == p.name) {
-            let msg = format!("spec.ports: port {} '{}' repeats port {} '{}' at {}", p.number, p.name, first.number, first.name, first.span);
+        if let Some(first) = ports[..i]
+            .iter()
+            .find(|q| q.number == p.number || q.name == p.name)
+        {
+            let msg = format!(
+                "spec.ports: port {} '{}' repeats port {} '{}' at {}",
+                p.number, p.name, first.number, first.name, first.span
+            );
             cx.error(&p.span, msg);
         }
     }
     // Istio's default resolution is NONE.
-    let resolution = spec.enum_value(cx, "resolution", RESOLUTIONS, &[]).unwrap_or(Resolution::None);
+    let resolution = spec
+        .enum_value(cx, "resolution", RESOLUTIONS, &[])
+        .unwrap_or(Resolution::None);
     let mut endpoints = Vec::new();
     for mut e in spec.objs(cx, "endpoints") {
         if let Some(ep) = endpoint(cx, &mut e, &ports, resolution) {
@@ -74,7 +99,10 @@ pub(crate) fn load(cx: &mut Cx, spec: &mut Obj<'_>, meta: Meta) -> Option<Servic
         e.finish(cx);
     }
     if resolution == Resolution::Static && endpoints.is_empty() && spec.has("hosts") {
-        cx.error(spec.span(), "spec.endpoints: resolution STATIC needs at least one endpoint");
+        cx.error(
+            spec.span(),
+            "spec.endpoints: resolution STATIC needs at least one endpoint",
+        );
     }
     if resolution == Resolution::Dns && endpoints.is_empty() {
         for h in hosts.iter().filter(|h| h.value.starts_with('*')) {
@@ -110,7 +138,12 @@ fn service_port(cx: &mut Cx, p: &mut Obj<'_>) -> Option<ServicePort> {
     })
 }
 
-fn endpoint(cx: &mut Cx, e: &mut Obj<'_>, ports: &[ServicePort], resolution: Resolution) -> Option<WorkloadEntry> {
+fn endpoint(
+    cx: &mut Cx,
+    e: &mut Obj<'_>,
+    ports: &[ServicePort],
+    resolution: Resolution,
+) -> Option<WorkloadEntry> {
     e.ignored(cx, &["locality", "network"]);
     e.unsupported(cx, &["serviceAccount"]);
     let address = e.req_string(cx, "address");
@@ -125,7 +158,10 @@ fn endpoint(cx: &mut Cx, e: &mut Obj<'_>, ports: &[ServicePort], resolution: Res
                     let name = k.as_scalar().unwrap_or_default().to_string();
                     if !ports.iter().any(|p| p.name == name) {
                         let known: Vec<&str> = ports.iter().map(|p| p.name.as_str()).collect();
-                        let msg = format!("{path}: '{name}' is not a port name of this ServiceEntry (ports: {})", known.join(", "));
+                        let msg = format!(
+                            "{path}: '{name}' is not a port name of this ServiceEntry (ports: {})",
+                            known.join(", ")
+                        );
                         cx.error(&k.span, msg);
                     }
                     if let Some(n) = node_int(cx, v, &format!("{path}.{name}"), 1, 65535) {
@@ -133,16 +169,32 @@ fn endpoint(cx: &mut Cx, e: &mut Obj<'_>, ports: &[ServicePort], resolution: Res
                     }
                 }
             }
-            _ => cx.error(&node.span, format!("{path}: expected a mapping of port name to number, found {}", node.describe())),
+            _ => cx.error(
+                &node.span,
+                format!(
+                    "{path}: expected a mapping of port name to number, found {}",
+                    node.describe()
+                ),
+            ),
         }
     }
     let address = address?;
     if address.value.starts_with("unix://") {
-        cx.error(&address.span, format!("unsupported by egressd: {} (unix socket)", e.path_of("address")));
+        cx.error(
+            &address.span,
+            format!(
+                "unsupported by egressd: {} (unix socket)",
+                e.path_of("address")
+            ),
+        );
         return None;
     }
     if resolution == Resolution::Static && address.value.parse::<IpAddr>().is_err() {
-        let msg = format!("{}: '{}' is not an IP address (resolution STATIC needs IP endpoints)", e.path_of("address"), address.value);
+        let msg = format!(
+            "{}: '{}' is not an IP address (resolution STATIC needs IP endpoints)",
+            e.path_of("address"),
+            address.value
+        );
         cx.error(&address.span, msg);
         return None;
     }

@@ -8,29 +8,46 @@
 //! nor compile route tables.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::PathBuf;
 
 use super::gateway::mode_name;
 use super::hosts::host_matches;
 use super::model::{
-    ClientTls, ClientTlsMode, Config, Destination, DestinationRule, Gateway, ServiceEntry,
-    ServerTlsMode, Span, TrafficPolicy, WeightedDestination,
+    ClientTls, ClientTlsMode, Config, Destination, DestinationRule, Gateway, ServerTlsMode,
+    ServiceEntry, TrafficPolicy, WeightedDestination,
 };
 use super::reader::Cx;
 use super::service_entry::protocol_name;
 
 pub(crate) fn validate(cx: &mut Cx, config: &mut Config) {
-    let defined: HashSet<&str> = config.gateways.iter().map(|g| g.meta.name.as_str()).collect();
+    let defined: HashSet<&str> = config
+        .gateways
+        .iter()
+        .map(|g| g.meta.name.as_str())
+        .collect();
     check_gateway_names(cx, config, &defined);
     check_routes(cx, config, &defined);
     let labels = config.gateway.labels.clone();
-    config.gateways.retain(|g| g.selector.iter().all(|(k, v)| labels.get(k) == Some(v)));
+    config
+        .gateways
+        .retain(|g| g.selector.iter().all(|(k, v)| labels.get(k) == Some(v)));
     check_servers(cx, config);
     let ses = config.service_entries.clone();
     config
         .destination_rules
         .retain(|dr| ses.iter().any(|se| declares(se, &dr.host)));
     check_destination_rules(cx, config);
+    let applied: HashSet<(&str, &str)> = config
+        .gateways
+        .iter()
+        .map(|g| ("Gateway", g.meta.name.as_str()))
+        .chain(
+            config
+                .destination_rules
+                .iter()
+                .map(|d| ("DestinationRule", d.meta.name.as_str())),
+        )
+        .collect();
+    cx.check_files(|kind, name| applied.contains(&(kind, name)));
 }
 
 fn declares(se: &ServiceEntry, host: &str) -> bool {
@@ -44,8 +61,16 @@ fn check_gateway_names(cx: &mut Cx, config: &Config, defined: &HashSet<&str>) {
             .http
             .iter()
             .flat_map(|r| r.matches.iter().flat_map(|m| &m.gateways))
-            .chain(vs.tls.iter().flat_map(|r| r.matches.iter().flat_map(|m| &m.gateways)))
-            .chain(vs.tcp.iter().flat_map(|r| r.matches.iter().flat_map(|m| &m.gateways)));
+            .chain(
+                vs.tls
+                    .iter()
+                    .flat_map(|r| r.matches.iter().flat_map(|m| &m.gateways)),
+            )
+            .chain(
+                vs.tcp
+                    .iter()
+                    .flat_map(|r| r.matches.iter().flat_map(|m| &m.gateways)),
+            );
         let mut warned = HashSet::new();
         for g in vs.gateways.iter().chain(from_matches) {
             if g != "mesh" && !defined.contains(g.as_str()) && warned.insert(g.clone()) {
@@ -58,7 +83,11 @@ fn check_gateway_names(cx: &mut Cx, config: &Config, defined: &HashSet<&str>) {
 
 /// A route is gateway-side when one of its effective gateways (the match's own list, else the
 /// VirtualService's) is a Gateway of this file; `mesh`-only routes belong to the sidecars.
-fn gateway_side<'a>(vs_gateways: &'a [String], matches: impl Iterator<Item = &'a [String]>, defined: &HashSet<&str>) -> bool {
+fn gateway_side<'a>(
+    vs_gateways: &'a [String],
+    matches: impl Iterator<Item = &'a [String]>,
+    defined: &HashSet<&str>,
+) -> bool {
     let mut any = false;
     let mut hit = false;
     for m in matches {
@@ -98,8 +127,15 @@ fn check_routes(cx: &mut Cx, config: &Config, defined: &HashSet<&str>) {
 }
 
 fn check_destination(cx: &mut Cx, config: &Config, d: &Destination) {
-    let Some(se) = config.service_entries.iter().find(|se| declares(se, &d.host)) else {
-        let msg = format!("route to '{}': host not declared by any ServiceEntry", d.host);
+    let Some(se) = config
+        .service_entries
+        .iter()
+        .find(|se| declares(se, &d.host))
+    else {
+        let msg = format!(
+            "route to '{}': host not declared by any ServiceEntry",
+            d.host
+        );
         cx.error(&d.span, msg);
         return;
     };
@@ -132,7 +168,10 @@ fn check_destination(cx: &mut Cx, config: &Config, d: &Destination) {
             .filter(|dr| host_matches(&dr.host, &d.host))
             .any(|dr| dr.subsets.iter().any(|s| &s.name == subset));
         if !found {
-            let msg = format!("route to '{}': subset '{subset}' is defined by no DestinationRule for this host", d.host);
+            let msg = format!(
+                "route to '{}': subset '{subset}' is defined by no DestinationRule for this host",
+                d.host
+            );
             cx.error(&d.span, msg);
         }
     }
@@ -168,20 +207,6 @@ fn check_servers(cx: &mut Cx, config: &Config) {
                 let msg = format!("server '{}': tls mode {} needs the gateway's identity (spec.identity of the EgressGateway document)", s.name, mode_name(tls.mode));
                 cx.error(&tls.span, msg);
             }
-            let files = [
-                ("serverCertificate", &tls.server_certificate),
-                ("privateKey", &tls.private_key),
-                ("caCertificates", &tls.ca_certificates),
-            ];
-            check_files(cx, &tls.span, &files);
-        }
-    }
-}
-
-fn check_files(cx: &mut Cx, span: &Span, files: &[(&str, &Option<PathBuf>)]) {
-    for (what, path) in files {
-        if let Some(p) = path {
-            cx.check_file(p, span, &format!("tls.{what}"));
         }
     }
 }
@@ -195,19 +220,15 @@ fn check_destination_rules(cx: &mut Cx, config: &Config) {
                 let msg = format!("DestinationRule '{}': tls mode ISTIO_MUTUAL needs the gateway's identity (spec.identity of the EgressGateway document)", dr.meta.name);
                 cx.error(&tls.span, msg);
             }
-            let files = [
-                ("clientCertificate", &tls.client_certificate),
-                ("privateKey", &tls.private_key),
-                ("caCertificates", &tls.ca_certificates),
-            ];
-            check_files(cx, &tls.span, &files);
         }
     }
 }
 
 fn client_tls_settings(dr: &DestinationRule) -> Vec<&ClientTls> {
     fn of(p: &TrafficPolicy) -> impl Iterator<Item = &ClientTls> {
-        p.tls.iter().chain(p.port_level_settings.iter().filter_map(|s| s.tls.as_ref()))
+        p.tls
+            .iter()
+            .chain(p.port_level_settings.iter().filter_map(|s| s.tls.as_ref()))
     }
     dr.traffic_policy
         .iter()

@@ -74,7 +74,10 @@ pub(crate) fn gateway_names(raw: Vec<Spanned<String>>) -> Vec<String> {
 fn tls_route(cx: &mut Cx, r: &mut Obj<'_>) -> Option<TlsRoute> {
     let mut matches = Vec::new();
     for mut m in r.objs(cx, "match") {
-        m.unsupported(cx, &["destinationSubnets", "sourceLabels", "sourceNamespace"]);
+        m.unsupported(
+            cx,
+            &["destinationSubnets", "sourceLabels", "sourceNamespace"],
+        );
         let gateways = gateway_names(m.strings(cx, "gateways"));
         let port = m.port(cx, "port");
         if !m.has("sniHosts") {
@@ -96,7 +99,10 @@ fn tls_route(cx: &mut Cx, r: &mut Obj<'_>) -> Option<TlsRoute> {
         m.finish(cx);
     }
     if matches.is_empty() {
-        cx.error(r.span(), format!("{}: a tls route needs at least one match", r.path()));
+        cx.error(
+            r.span(),
+            format!("{}: a tls route needs at least one match", r.path()),
+        );
     }
     let route = weighted_destinations(cx, r);
     Some(TlsRoute {
@@ -109,7 +115,15 @@ fn tls_route(cx: &mut Cx, r: &mut Obj<'_>) -> Option<TlsRoute> {
 fn tcp_route(cx: &mut Cx, r: &mut Obj<'_>) -> Option<TcpRoute> {
     let mut matches = Vec::new();
     for mut m in r.objs(cx, "match") {
-        m.unsupported(cx, &["destinationSubnets", "sourceLabels", "sourceNamespace", "sourceSubnet"]);
+        m.unsupported(
+            cx,
+            &[
+                "destinationSubnets",
+                "sourceLabels",
+                "sourceNamespace",
+                "sourceSubnet",
+            ],
+        );
         let gateways = gateway_names(m.strings(cx, "gateways"));
         let port = m.port(cx, "port");
         matches.push(L4Match {
@@ -132,7 +146,9 @@ fn tcp_route(cx: &mut Cx, r: &mut Obj<'_>) -> Option<TcpRoute> {
 pub(crate) fn weighted_destinations(cx: &mut Cx, r: &mut Obj<'_>) -> Vec<WeightedDestination> {
     let present = r.has("route");
     let mut out = Vec::new();
-    for mut d in r.objs(cx, "route") {
+    let items = r.objs(cx, "route");
+    let count = items.len();
+    for mut d in items {
         d.unsupported(cx, &["headers"]);
         let weight = d.u32(cx, "weight");
         let destination = match d.child(cx, "destination") {
@@ -147,16 +163,30 @@ pub(crate) fn weighted_destinations(cx: &mut Cx, r: &mut Obj<'_>) -> Vec<Weighte
             }
         };
         if let Some(destination) = destination {
-            out.push(WeightedDestination { destination, weight });
+            out.push(WeightedDestination {
+                destination,
+                weight,
+            });
         }
         d.finish(cx);
     }
     if !present {
         cx.error(r.span(), format!("missing field 'route' in {}", r.path()));
+    } else if count == 0 {
+        cx.error(
+            r.span(),
+            format!("{}.route: at least one destination is required", r.path()),
+        );
     }
     let given: Vec<u32> = out.iter().filter_map(|w| w.weight).collect();
     if !given.is_empty() && given.iter().all(|w| *w == 0) {
-        cx.error(r.span(), format!("{}.route: all weights are zero, nothing would receive traffic", r.path()));
+        cx.error(
+            r.span(),
+            format!(
+                "{}.route: all weights are zero, nothing would receive traffic",
+                r.path()
+            ),
+        );
     }
     out
 }

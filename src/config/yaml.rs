@@ -127,10 +127,14 @@ impl Converter<'_> {
                 quoted: false,
                 int: None,
             },
-            YamlData::Sequence(items) => NodeKind::Seq(items.iter().map(|i| self.node(i)).collect()),
-            YamlData::Mapping(map) => {
-                NodeKind::Map(map.iter().map(|(k, v)| (self.node(k), self.node(v))).collect())
+            YamlData::Sequence(items) => {
+                NodeKind::Seq(items.iter().map(|i| self.node(i)).collect())
             }
+            YamlData::Mapping(map) => NodeKind::Map(
+                map.iter()
+                    .map(|(k, v)| (self.node(k), self.node(v)))
+                    .collect(),
+            ),
             YamlData::Tagged(_, inner) => return self.node(inner),
             // saphyr resolves aliases to a copy of the anchored node; one left here was
             // unresolvable, which the reader will refuse as a null where a value is needed.
@@ -179,8 +183,13 @@ mod tests {
             panic!("mapping expected")
         };
         assert_eq!((item[0].1.span.line, item[0].1.span.col), (3, 8));
-        assert!(matches!(&item[0].1.kind, NodeKind::Scalar { text, quoted: true, .. } if text == "80"));
-        assert!(matches!(&item[1].1.kind, NodeKind::Scalar { int: Some(80), .. }));
+        assert!(
+            matches!(&item[0].1.kind, NodeKind::Scalar { text, quoted: true, .. } if text == "80")
+        );
+        assert!(matches!(
+            &item[1].1.kind,
+            NodeKind::Scalar { int: Some(80), .. }
+        ));
     }
 
     #[test]
