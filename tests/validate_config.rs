@@ -140,7 +140,7 @@ fn the_guide_examples_with_missing_certificates_do_not_run() {
         })
         .expect("the missing certificate is an error in run mode");
     // Reported where the path is written: `      serverCertificate: /etc/certs/cert-chain.pem`.
-    assert_eq!(missing.position(), (19, 26));
+    assert_eq!(missing.position(), (20, 26));
     assert!(missing
         .message
         .starts_with("spec.servers[0].tls.serverCertificate: "));

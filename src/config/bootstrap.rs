@@ -8,11 +8,13 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use super::context::Cx;
 use super::model::{
     AccessLogConfig, AccessLogFormat, Bootstrap, Identity, Limits, PoolConfig, ResolverConfig,
     Timeouts,
 };
-use super::reader::{node_int, Cx, Obj};
+use super::reader::Obj;
+use super::scalar::node_int;
 use super::yaml::{Node, NodeKind};
 
 impl Default for Bootstrap {

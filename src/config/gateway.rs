@@ -6,9 +6,10 @@
 //! needs a `tls` block, SIMPLE/MUTUAL need their files). It must not compare servers across
 //! Gateways (port conflicts are `validate.rs`) nor read certificates.
 
-use super::hosts::{host, HostForm};
+use super::context::Cx;
+use super::hosts::{host_list, HostForm};
 use super::model::{Gateway, Meta, Protocol, Server, ServerPort, ServerTls, ServerTlsMode};
-use super::reader::{Cx, Obj};
+use super::reader::Obj;
 use super::service_entry::{protocol_name, PROTOCOLS};
 
 const SERVER_PROTOCOLS: &[(&str, Protocol)] = &[
@@ -35,9 +36,7 @@ const TLS_VERSIONS: &[(&str, Option<&str>)] = &[
 
 pub(crate) fn load(cx: &mut Cx, spec: &mut Obj<'_>, meta: Meta) -> Option<Gateway> {
     let selector = spec.string_map(cx, "selector");
-    if !spec.has("servers") {
-        spec.req_string(cx, "servers");
-    }
+    spec.require(cx, "servers");
     let mut servers = Vec::new();
     for mut s in spec.objs(cx, "servers") {
         if let Some(server) = server(cx, &mut s) {
@@ -62,25 +61,11 @@ fn server(cx: &mut Cx, s: &mut Obj<'_>) -> Option<Server> {
             port
         }
         None => {
-            s.req_string(cx, "port");
+            s.require(cx, "port");
             None
         }
     };
-    let present = s.has("hosts");
-    let raws = s.strings(cx, "hosts");
-    if !present {
-        s.req_string(cx, "hosts");
-    } else if raws.is_empty() {
-        cx.error(
-            s.span(),
-            format!("{}: at least one host is required", s.path_of("hosts")),
-        );
-    }
-    let path = s.path_of("hosts");
-    let hosts: Vec<_> = raws
-        .into_iter()
-        .filter_map(|h| host(cx, h, HostForm::NamespacedOrStar, &path))
-        .collect();
+    let hosts = host_list(cx, s, HostForm::NamespacedOrStar);
     let tls = match s.child(cx, "tls") {
         Some(mut t) => {
             let tls = server_tls(cx, &mut t);
@@ -122,7 +107,7 @@ fn server_port(cx: &mut Cx, p: &mut Obj<'_>) -> Option<ServerPort> {
             .collect();
         p.enum_value(cx, "protocol", SERVER_PROTOCOLS, &others)
     } else {
-        p.req_string(cx, "protocol");
+        p.require(cx, "protocol");
         None
     };
     let number = number?;

@@ -3,102 +3,17 @@
 //! and report valid Istio fields, and `finish` reports what is left as `unknown field`.
 //!
 //! Owns field-name matching (camelCase and snake_case, as Istio's protobuf JSON mapping reads
-//! them) and scalar typing with ranges. It must not know any resource kind: the kind loaders
-//! say which fields exist.
+//! them). It must not know any resource kind: the kind loaders say which fields exist; nor
+//! type scalars itself (`scalar.rs`).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use super::diag::Diagnostic;
-use super::duration::parse_duration;
+use super::context::Cx;
 use super::model::{Span, Spanned};
+use super::scalar::{node_bool, node_duration, node_int, node_string, node_string_map};
 use super::yaml::{Node, NodeKind};
-use super::LoadMode;
-
-/// The state of one load: where diagnostics go and how paths in the file are read.
-pub(crate) struct Cx {
-    /// The file's directory: relative paths inside the file are relative to it.
-    pub base_dir: PathBuf,
-    pub mode: LoadMode,
-    pub diags: Vec<Diagnostic>,
-    /// The resource being read (kind, name); None for the bootstrap, which always applies.
-    pub owner: Option<(&'static str, String)>,
-    /// Referenced files, checked once `validate.rs` knows which resources apply here: a
-    /// sidecar-side DestinationRule's files are not ours to find.
-    pending_files: Vec<PendingFile>,
-}
-
-struct PendingFile {
-    owner: Option<(&'static str, String)>,
-    path: PathBuf,
-    span: Span,
-    field: String,
-}
-
-impl Cx {
-    pub fn new(base_dir: PathBuf, mode: LoadMode) -> Self {
-        Cx {
-            base_dir,
-            mode,
-            diags: Vec::new(),
-            owner: None,
-            pending_files: Vec::new(),
-        }
-    }
-
-    pub fn error(&mut self, span: &Span, message: impl Into<String>) {
-        self.diags.push(Diagnostic::error(span.clone(), message));
-    }
-
-    pub fn warn(&mut self, span: &Span, message: impl Into<String>) {
-        self.diags.push(Diagnostic::warning(span.clone(), message));
-    }
-
-    /// A path from the file, made absolute against the file's directory.
-    pub fn resolve(&self, p: &str) -> PathBuf {
-        let p = Path::new(p);
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            self.base_dir.join(p)
-        }
-    }
-
-    /// Resolves a file the gateway will read (certificate, key) and remembers to check that
-    /// it exists, at the place it is written, if its resource applies.
-    pub fn file_ref(&mut self, s: &Spanned<String>, field: String) -> PathBuf {
-        let path = self.resolve(&s.value);
-        self.pending_files.push(PendingFile {
-            owner: self.owner.clone(),
-            path: path.clone(),
-            span: s.span.clone(),
-            field,
-        });
-        path
-    }
-
-    /// Checks the remembered files of the resources `applies` keeps. A missing file only
-    /// warns in `validate` (the guide's `/etc/certs` paths must validate on a laptop) and
-    /// refuses the file in `run`.
-    pub fn check_files(&mut self, applies: impl Fn(&'static str, &str) -> bool) {
-        for f in std::mem::take(&mut self.pending_files) {
-            if let Some((kind, name)) = &f.owner {
-                if !applies(kind, name) {
-                    continue;
-                }
-            }
-            if f.path.is_file() {
-                continue;
-            }
-            let msg = format!("{}: file not found: {}", f.field, f.path.display());
-            match self.mode {
-                LoadMode::Validate => self.warn(&f.span, msg),
-                LoadMode::Run => self.error(&f.span, msg),
-            }
-        }
-    }
-}
 
 /// `sniHosts` -> `sni_hosts`: the protobuf field name behind a JSON (camelCase) name.
 pub(crate) fn snake_case(camel: &str) -> String {
@@ -124,69 +39,6 @@ fn join(path: &str, name: &str) -> String {
         name.to_string()
     } else {
         format!("{path}.{name}")
-    }
-}
-
-/// Reads a scalar integer in `[min, max]`; YAML integers (`0x50`) and quoted digits both work.
-pub(crate) fn node_int(cx: &mut Cx, node: &Node, path: &str, min: i64, max: i64) -> Option<i64> {
-    let value = match &node.kind {
-        NodeKind::Scalar { int: Some(i), .. } => Some(*i),
-        NodeKind::Scalar { text, .. } => text.trim().parse::<i64>().ok(),
-        _ => None,
-    };
-    match value {
-        Some(v) if (min..=max).contains(&v) => Some(v),
-        Some(v) => {
-            cx.error(
-                &node.span,
-                format!("{path}: {v} is out of range {min}..{max}"),
-            );
-            None
-        }
-        None => {
-            cx.error(
-                &node.span,
-                format!("{path}: expected an integer, found {}", shown(node)),
-            );
-            None
-        }
-    }
-}
-
-pub(crate) fn node_string(cx: &mut Cx, node: &Node, path: &str) -> Option<Spanned<String>> {
-    match node.as_scalar() {
-        Some(s) => Some(Spanned {
-            value: s.to_string(),
-            span: node.span.clone(),
-        }),
-        None => {
-            cx.error(
-                &node.span,
-                format!("{path}: expected a string, found {}", node.describe()),
-            );
-            None
-        }
-    }
-}
-
-pub(crate) fn node_duration(cx: &mut Cx, node: &Node, path: &str) -> Option<Duration> {
-    let s = node_string(cx, node, path)?;
-    match parse_duration(&s.value) {
-        Ok(d) => Some(d),
-        Err(e) => {
-            cx.error(
-                &node.span,
-                format!("{path}: invalid duration '{}': {e}", s.value),
-            );
-            None
-        }
-    }
-}
-
-fn shown(node: &Node) -> String {
-    match node.as_scalar() {
-        Some(s) => format!("'{s}'"),
-        None => node.describe().to_string(),
     }
 }
 
@@ -323,10 +175,18 @@ impl<'a> Obj<'a> {
         node_string(cx, node, &self.path_of(names))
     }
 
+    /// Reports `missing field` unless the field is present (null counts as missing).
+    pub fn require(&mut self, cx: &mut Cx, names: &str) -> bool {
+        if self.has(names) {
+            return true;
+        }
+        self.entry(cx, names);
+        self.missing(cx, names);
+        false
+    }
+
     pub fn req_string(&mut self, cx: &mut Cx, names: &str) -> Option<Spanned<String>> {
-        if !self.has(names) {
-            self.entry(cx, names);
-            self.missing(cx, names);
+        if !self.require(cx, names) {
             return None;
         }
         self.string(cx, names)
@@ -349,9 +209,7 @@ impl<'a> Obj<'a> {
     }
 
     pub fn req_port(&mut self, cx: &mut Cx, names: &str) -> Option<u16> {
-        if !self.has(names) {
-            self.entry(cx, names);
-            self.missing(cx, names);
+        if !self.require(cx, names) {
             return None;
         }
         self.port(cx, names)
@@ -359,28 +217,7 @@ impl<'a> Obj<'a> {
 
     pub fn bool(&mut self, cx: &mut Cx, names: &str) -> Option<bool> {
         let node = self.node(cx, names)?;
-        // A quoted "true" is a string, as in JSON.
-        let plain = match &node.kind {
-            NodeKind::Scalar {
-                text,
-                quoted: false,
-                ..
-            } => Some(text.as_str()),
-            _ => None,
-        };
-        match plain {
-            Some("true" | "True" | "TRUE") => Some(true),
-            Some("false" | "False" | "FALSE") => Some(false),
-            _ => {
-                let msg = format!(
-                    "{}: expected true or false, found {}",
-                    self.path_of(names),
-                    shown(node)
-                );
-                cx.error(&node.span, msg);
-                None
-            }
-        }
+        node_bool(cx, node, &self.path_of(names))
     }
 
     pub fn duration(&mut self, cx: &mut Cx, names: &str) -> Option<Duration> {
@@ -435,27 +272,10 @@ impl<'a> Obj<'a> {
     /// A mapping of strings to strings (labels, selectors). Plain scalars such as `1.10` or
     /// `true` keep the text written.
     pub fn string_map(&mut self, cx: &mut Cx, names: &str) -> BTreeMap<String, String> {
-        let mut out = BTreeMap::new();
-        let Some(node) = self.node(cx, names) else {
-            return out;
-        };
-        let path = self.path_of(names);
-        match &node.kind {
-            NodeKind::Map(entries) => {
-                for (k, v) in entries {
-                    let key = node_string(cx, k, &path);
-                    let value = node_string(cx, v, &join(&path, k.as_scalar().unwrap_or("?")));
-                    if let (Some(k), Some(v)) = (key, value) {
-                        out.insert(k.value, v.value);
-                    }
-                }
-            }
-            _ => cx.error(
-                &node.span,
-                format!("{path}: expected a mapping, found {}", node.describe()),
-            ),
+        match self.node(cx, names) {
+            Some(node) => node_string_map(cx, node, &self.path_of(names)),
+            None => BTreeMap::new(),
         }
-        out
     }
 
     /// An enum written as Istio writes it (case-sensitive). Valid Istio values that egressd
@@ -527,7 +347,7 @@ impl<'a> Obj<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::yaml;
+    use crate::config::{yaml, LoadMode};
     use std::sync::Arc;
 
     fn cx() -> Cx {
@@ -572,22 +392,5 @@ mod tests {
         o.finish(&mut cx);
         assert_eq!(cx.diags.len(), 1);
         assert!(cx.diags[0].message.contains("duplicate field 'sniHosts'"));
-    }
-
-    #[test]
-    fn ranges_and_relative_paths() {
-        let docs = yaml::parse("port: 70000\n", &Arc::new("t.yaml".into())).unwrap();
-        let mut cx = cx();
-        let mut o = Obj::new(&mut cx, &docs[0], "Gateway", String::new()).unwrap();
-        assert_eq!(o.port(&mut cx, "port"), None);
-        assert!(cx.diags[0].message.contains("out of range 1..65535"));
-        assert_eq!(
-            cx.resolve("certs/key.pem"),
-            PathBuf::from("/etc/egressd/certs/key.pem")
-        );
-        assert_eq!(
-            cx.resolve("/etc/certs/key.pem"),
-            PathBuf::from("/etc/certs/key.pem")
-        );
     }
 }

@@ -9,13 +9,13 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use super::context::Cx;
 use super::gateway::mode_name;
 use super::hosts::host_matches;
 use super::model::{
     ClientTls, ClientTlsMode, Config, Destination, DestinationRule, Gateway, ServerTlsMode,
     ServiceEntry, TrafficPolicy, WeightedDestination,
 };
-use super::reader::Cx;
 use super::service_entry::protocol_name;
 
 pub(crate) fn validate(cx: &mut Cx, config: &mut Config) {

@@ -6,28 +6,18 @@
 //! may not all be zero. It must not resolve destinations against ServiceEntries
 //! (`validate.rs`).
 
-use super::hosts::{host, strip_namespace, HostForm};
+use super::context::Cx;
+use super::hosts::{host, host_list, strip_namespace, HostForm};
 use super::http_route::http_route;
 use super::model::{
     Destination, L4Match, Meta, Spanned, TcpRoute, TlsMatch, TlsRoute, VirtualService,
     WeightedDestination,
 };
-use super::reader::{Cx, Obj};
+use super::reader::Obj;
 
 pub(crate) fn load(cx: &mut Cx, spec: &mut Obj<'_>, meta: Meta) -> Option<VirtualService> {
     spec.ignored(cx, &["exportTo"]);
-    let present = spec.has("hosts");
-    let raws = spec.strings(cx, "hosts");
-    if !present {
-        spec.req_string(cx, "hosts");
-    } else if raws.is_empty() {
-        cx.error(spec.span(), "spec.hosts: at least one host is required");
-    }
-    let path = spec.path_of("hosts");
-    let hosts: Vec<_> = raws
-        .into_iter()
-        .filter_map(|h| host(cx, h, HostForm::NameOrStar, &path))
-        .collect();
+    let hosts = host_list(cx, spec, HostForm::NameOrStar);
     let mut gateways = gateway_names(spec.strings(cx, "gateways"));
     // Istio: no `gateways` means the sidecars only.
     if gateways.is_empty() {
@@ -80,9 +70,7 @@ fn tls_route(cx: &mut Cx, r: &mut Obj<'_>) -> Option<TlsRoute> {
         );
         let gateways = gateway_names(m.strings(cx, "gateways"));
         let port = m.port(cx, "port");
-        if !m.has("sniHosts") {
-            m.req_string(cx, "sniHosts");
-        }
+        m.require(cx, "sniHosts");
         let path = m.path_of("sniHosts");
         let sni_hosts = m
             .strings(cx, "sniHosts")
@@ -158,7 +146,7 @@ pub(crate) fn weighted_destinations(cx: &mut Cx, r: &mut Obj<'_>) -> Vec<Weighte
                 dest
             }
             None => {
-                d.req_string(cx, "destination");
+                d.require(cx, "destination");
                 None
             }
         };
