@@ -205,6 +205,56 @@ fn rewrite_is_unsupported_by_egressd() {
 }
 
 #[test]
+fn valid_istio_that_egressd_does_not_implement_is_named_by_path() {
+    let route = "    route:\n    - destination: {host: edition.cnn.com, port: {number: 80}}\n";
+    let cases = [
+        ("  - fault: {}\n", 42, 5, "spec.http[0].fault"),
+        ("  - corsPolicy: {}\n", 42, 5, "spec.http[0].corsPolicy"),
+        (
+            "  - mirror_percent: 5\n",
+            42,
+            5,
+            "spec.http[0].mirror_percent",
+        ),
+        (
+            "  - mirrorPercentage: {value: 5}\n",
+            42,
+            5,
+            "spec.http[0].mirrorPercentage",
+        ),
+        (
+            "  - headers: {request: {set: {a: b}}}\n",
+            42,
+            5,
+            "spec.http[0].headers",
+        ),
+        (
+            "  - match:\n    - queryParams: {a: {exact: b}}\n",
+            43,
+            7,
+            "spec.http[0].match[0].queryParams",
+        ),
+        (
+            "  - match:\n    - ignoreUriCase: true\n",
+            43,
+            7,
+            "spec.http[0].match[0].ignoreUriCase",
+        ),
+    ];
+    for (lines, line, col, path) in cases {
+        let text = with_http_route(&format!("{lines}{route}"));
+        assert_error(&text, line, col, &format!("unsupported by egressd: {path}"));
+    }
+    let text = with_http_route("  - directResponse: {status: 503}\n");
+    assert_error(
+        &text,
+        42,
+        5,
+        "unsupported by egressd: spec.http[0].directResponse",
+    );
+}
+
+#[test]
 fn a_route_to_an_undeclared_host_is_refused() {
     let text = with_http_route(
         "  - route:

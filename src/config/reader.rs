@@ -313,7 +313,9 @@ impl<'a> Obj<'a> {
     pub fn unsupported(&mut self, cx: &mut Cx, names: &[&str]) {
         for name in names {
             if let Some(e) = self.entry(cx, name) {
-                let msg = format!("unsupported by egressd: {}", self.path_of(name));
+                // Named as written (`mirror_percent` stays snake_case) so it can be found.
+                let written = e.0.as_scalar().unwrap_or(name);
+                let msg = format!("unsupported by egressd: {}", self.path_of(written));
                 cx.error(&e.0.span, msg);
             }
         }
@@ -323,9 +325,10 @@ impl<'a> Obj<'a> {
     pub fn ignored(&mut self, cx: &mut Cx, names: &[&str]) {
         for name in names {
             if let Some(e) = self.entry(cx, name) {
+                let written = e.0.as_scalar().unwrap_or(name);
                 let msg = format!(
                     "ignored by egressd: {} (meaningless on a file-configured gateway)",
-                    self.path_of(name)
+                    self.path_of(written)
                 );
                 cx.warn(&e.0.span, msg);
             }

@@ -57,6 +57,7 @@ pub(crate) fn load(cx: &mut Cx, spec: &mut Obj<'_>, meta: Meta) -> Option<Servic
         ],
     );
     let hosts = host_list(cx, spec, HostForm::Name);
+    spec.require(cx, "ports");
     let ports: Vec<ServicePort> = spec
         .objs(cx, "ports")
         .into_iter()
