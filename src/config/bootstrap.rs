@@ -8,11 +8,13 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use super::context::Cx;
 use super::model::{
     AccessLogConfig, AccessLogFormat, Bootstrap, Identity, Limits, PoolConfig, ResolverConfig,
     Timeouts,
 };
-use super::reader::{node_int, Cx, Obj};
+use super::reader::Obj;
+use super::scalar::node_int;
 use super::yaml::{Node, NodeKind};
 
 impl Default for Bootstrap {
@@ -236,9 +238,7 @@ fn identity(cx: &mut Cx, id: &mut Obj<'_>) -> Option<Identity> {
     let mut files = Vec::with_capacity(3);
     for name in ["certChain", "privateKey", "rootCert"] {
         let s = id.req_string(cx, name)?;
-        let path = cx.resolve(&s.value);
-        cx.check_file(&path, &s.span, &id.path_of(name));
-        files.push(path);
+        files.push(cx.file_ref(&s, id.path_of(name)));
     }
     let root_cert = files.pop()?;
     let private_key = files.pop()?;

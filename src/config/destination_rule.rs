@@ -6,12 +6,13 @@
 //! certificate and key). It must not decide whether the rule applies: rules for hosts that no
 //! ServiceEntry declares are sidecar-side and dropped by `validate.rs`.
 
+use super::context::Cx;
 use super::hosts::{host, HostForm};
 use super::model::{
     ClientTls, ClientTlsMode, ConnectionPool, DestinationRule, LoadBalancer, Meta,
     OutlierDetection, PortTrafficPolicy, Subset, TrafficPolicy,
 };
-use super::reader::{Cx, Obj};
+use super::reader::Obj;
 
 const LOAD_BALANCERS: &[(&str, LoadBalancer)] = &[
     ("ROUND_ROBIN", LoadBalancer::RoundRobin),
@@ -82,7 +83,7 @@ fn policy_field(cx: &mut Cx, parent: &mut Obj<'_>) -> Option<TrafficPolicy> {
                 n
             }
             None => {
-                pl.req_string(cx, "port");
+                pl.require(cx, "port");
                 None
             }
         };
@@ -211,14 +212,12 @@ fn client_tls(cx: &mut Cx, t: &mut Obj<'_>) -> Option<ClientTls> {
     let mode = if t.has("mode") {
         t.enum_value(cx, "mode", CLIENT_TLS_MODES, &[])
     } else {
-        t.req_string(cx, "mode");
+        t.require(cx, "mode");
         None
     };
-    let client_certificate = t
-        .string(cx, "clientCertificate")
-        .map(|s| cx.resolve(&s.value));
-    let private_key = t.string(cx, "privateKey").map(|s| cx.resolve(&s.value));
-    let ca_certificates = t.string(cx, "caCertificates").map(|s| cx.resolve(&s.value));
+    let client_certificate = t.file(cx, "clientCertificate");
+    let private_key = t.file(cx, "privateKey");
+    let ca_certificates = t.file(cx, "caCertificates");
     let subject_alt_names = t
         .strings(cx, "subjectAltNames")
         .into_iter()

@@ -8,8 +8,9 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+use super::context::Cx;
 use super::model::{Bootstrap, Config, Meta, Span};
-use super::reader::{Cx, Obj};
+use super::reader::Obj;
 use super::yaml::Node;
 use super::{bootstrap, destination_rule, gateway, service_entry, virtual_service};
 
@@ -78,9 +79,10 @@ pub(crate) fn load_documents(cx: &mut Cx, docs: &[Node], source: PathBuf) -> Con
         let meta = metadata(cx, &mut top, true);
         let spec = top.child(cx, "spec");
         if spec.is_none() && !top.has("spec") {
-            top.req_string(cx, "spec");
+            top.require(cx, "spec");
         }
         if let (Some(meta), Some(mut spec)) = (meta, spec) {
+            cx.owner = Some((kind, meta.name.clone()));
             if let Some(prev) = names.get(&(kind, meta.name.clone())) {
                 let msg = format!(
                     "duplicate {kind} name '{}' (first defined at {prev})",
@@ -103,6 +105,7 @@ pub(crate) fn load_documents(cx: &mut Cx, docs: &[Node], source: PathBuf) -> Con
                     .extend(destination_rule::load(cx, &mut spec, meta)),
             }
             spec.finish(cx);
+            cx.owner = None;
         }
         top.finish(cx);
     }
@@ -145,7 +148,7 @@ fn metadata(cx: &mut Cx, top: &mut Obj<'_>, name_required: bool) -> Option<Meta>
     let span = top.span().clone();
     let Some(mut m) = top.child(cx, "metadata") else {
         if name_required {
-            top.req_string(cx, "metadata");
+            top.require(cx, "metadata");
         }
         return None;
     };

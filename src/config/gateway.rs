@@ -6,11 +6,10 @@
 //! needs a `tls` block, SIMPLE/MUTUAL need their files). It must not compare servers across
 //! Gateways (port conflicts are `validate.rs`) nor read certificates.
 
-use std::path::PathBuf;
-
-use super::hosts::{host, HostForm};
+use super::context::Cx;
+use super::hosts::{host_list, HostForm};
 use super::model::{Gateway, Meta, Protocol, Server, ServerPort, ServerTls, ServerTlsMode};
-use super::reader::{Cx, Obj};
+use super::reader::Obj;
 use super::service_entry::{protocol_name, PROTOCOLS};
 
 const SERVER_PROTOCOLS: &[(&str, Protocol)] = &[
@@ -37,9 +36,7 @@ const TLS_VERSIONS: &[(&str, Option<&str>)] = &[
 
 pub(crate) fn load(cx: &mut Cx, spec: &mut Obj<'_>, meta: Meta) -> Option<Gateway> {
     let selector = spec.string_map(cx, "selector");
-    if !spec.has("servers") {
-        spec.req_string(cx, "servers");
-    }
+    spec.require(cx, "servers");
     let mut servers = Vec::new();
     for mut s in spec.objs(cx, "servers") {
         if let Some(server) = server(cx, &mut s) {
@@ -64,25 +61,11 @@ fn server(cx: &mut Cx, s: &mut Obj<'_>) -> Option<Server> {
             port
         }
         None => {
-            s.req_string(cx, "port");
+            s.require(cx, "port");
             None
         }
     };
-    let present = s.has("hosts");
-    let raws = s.strings(cx, "hosts");
-    if !present {
-        s.req_string(cx, "hosts");
-    } else if raws.is_empty() {
-        cx.error(
-            s.span(),
-            format!("{}: at least one host is required", s.path_of("hosts")),
-        );
-    }
-    let path = s.path_of("hosts");
-    let hosts: Vec<_> = raws
-        .into_iter()
-        .filter_map(|h| host(cx, h, HostForm::NamespacedOrStar, &path))
-        .collect();
+    let hosts = host_list(cx, s, HostForm::NamespacedOrStar);
     let tls = match s.child(cx, "tls") {
         Some(mut t) => {
             let tls = server_tls(cx, &mut t);
@@ -124,7 +107,7 @@ fn server_port(cx: &mut Cx, p: &mut Obj<'_>) -> Option<ServerPort> {
             .collect();
         p.enum_value(cx, "protocol", SERVER_PROTOCOLS, &others)
     } else {
-        p.req_string(cx, "protocol");
+        p.require(cx, "protocol");
         None
     };
     let number = number?;
@@ -157,12 +140,9 @@ fn server_tls(cx: &mut Cx, t: &mut Obj<'_>) -> Option<ServerTls> {
     } else {
         Some(ServerTlsMode::Passthrough)
     };
-    let file = |cx: &mut Cx, t: &mut Obj<'_>, name: &str| -> Option<PathBuf> {
-        t.string(cx, name).map(|s| cx.resolve(&s.value))
-    };
-    let server_certificate = file(cx, t, "serverCertificate");
-    let private_key = file(cx, t, "privateKey");
-    let ca_certificates = file(cx, t, "caCertificates");
+    let server_certificate = t.file(cx, "serverCertificate");
+    let private_key = t.file(cx, "privateKey");
+    let ca_certificates = t.file(cx, "caCertificates");
     let subject_alt_names = t
         .strings(cx, "subjectAltNames")
         .into_iter()

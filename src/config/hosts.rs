@@ -4,8 +4,9 @@
 //! Owns the syntax of names only; which resource allows which form is said by the caller
 //! (`HostForm`). It must not decide whether a host is declared: that is `validate.rs`.
 
+use super::context::Cx;
 use super::model::Spanned;
-use super::reader::Cx;
+use super::reader::Obj;
 
 /// Which forms a host field accepts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,6 +45,21 @@ pub(crate) fn host(
             None
         }
     }
+}
+
+/// The required, non-empty `hosts` list of a resource or server, each host checked.
+pub(crate) fn host_list(cx: &mut Cx, o: &mut Obj<'_>, form: HostForm) -> Vec<Spanned<String>> {
+    if !o.require(cx, "hosts") {
+        return Vec::new();
+    }
+    let path = o.path_of("hosts");
+    let raws = o.strings(cx, "hosts");
+    if raws.is_empty() {
+        cx.error(o.span(), format!("{path}: at least one host is required"));
+    }
+    raws.into_iter()
+        .filter_map(|raw| host(cx, raw, form, &path))
+        .collect()
 }
 
 /// `istio-system/istio-egressgateway` -> `istio-egressgateway`; `./x` and `*/x` too.
@@ -129,11 +145,7 @@ mod tests {
     use std::sync::Arc;
 
     fn run(raw: &str, form: HostForm) -> Result<String, String> {
-        let mut cx = Cx {
-            base_dir: PathBuf::from("."),
-            mode: LoadMode::Validate,
-            diags: Vec::new(),
-        };
+        let mut cx = Cx::new(PathBuf::from("."), LoadMode::Validate);
         let span = Span {
             file: Arc::new(PathBuf::from("t.yaml")),
             line: 1,

@@ -7,8 +7,9 @@
 
 use std::collections::BTreeMap;
 
+use super::context::Cx;
 use super::model::{HttpMatch, HttpRoute, Retries, RetryOn, StringMatch};
-use super::reader::{Cx, Obj};
+use super::reader::Obj;
 use super::virtual_service::{gateway_names, weighted_destinations};
 
 /// HTTP route fields that are valid Istio but not implemented by egressd.

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 mod bootstrap;
+mod context;
 mod destination_rule;
 pub mod diag;
 mod document;
@@ -19,6 +20,7 @@ pub mod hosts;
 mod http_route;
 pub mod model;
 mod reader;
+mod scalar;
 mod service_entry;
 mod validate;
 mod virtual_service;
@@ -70,11 +72,7 @@ pub fn load_str(text: &str, file: &Path, mode: LoadMode) -> Result<Loaded, Vec<D
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let mut cx = reader::Cx {
-        base_dir: std::path::absolute(&base).unwrap_or(base),
-        mode,
-        diags: Vec::new(),
-    };
+    let mut cx = context::Cx::new(std::path::absolute(&base).unwrap_or(base), mode);
     let docs = yaml::parse(text, &file_arc).map_err(|d| vec![d])?;
     let mut config = document::load_documents(&mut cx, &docs, file.to_path_buf());
     validate::validate(&mut cx, &mut config);

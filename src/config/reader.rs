@@ -3,59 +3,17 @@
 //! and report valid Istio fields, and `finish` reports what is left as `unknown field`.
 //!
 //! Owns field-name matching (camelCase and snake_case, as Istio's protobuf JSON mapping reads
-//! them) and scalar typing with ranges. It must not know any resource kind: the kind loaders
-//! say which fields exist.
+//! them). It must not know any resource kind: the kind loaders say which fields exist; nor
+//! type scalars itself (`scalar.rs`).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use super::diag::Diagnostic;
-use super::duration::parse_duration;
+use super::context::Cx;
 use super::model::{Span, Spanned};
+use super::scalar::{node_bool, node_duration, node_int, node_string, node_string_map};
 use super::yaml::{Node, NodeKind};
-use super::LoadMode;
-
-/// The state of one load: where diagnostics go and how paths in the file are read.
-pub(crate) struct Cx {
-    /// The file's directory: relative paths inside the file are relative to it.
-    pub base_dir: PathBuf,
-    pub mode: LoadMode,
-    pub diags: Vec<Diagnostic>,
-}
-
-impl Cx {
-    pub fn error(&mut self, span: &Span, message: impl Into<String>) {
-        self.diags.push(Diagnostic::error(span.clone(), message));
-    }
-
-    pub fn warn(&mut self, span: &Span, message: impl Into<String>) {
-        self.diags.push(Diagnostic::warning(span.clone(), message));
-    }
-
-    /// A path from the file, made absolute against the file's directory.
-    pub fn resolve(&self, p: &str) -> PathBuf {
-        let p = Path::new(p);
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            self.base_dir.join(p)
-        }
-    }
-
-    /// A referenced file that is missing only warns in `validate` (the guide's `/etc/certs`
-    /// paths must validate on a laptop) and refuses the file in `run`.
-    pub fn check_file(&mut self, path: &Path, span: &Span, what: &str) {
-        if path.is_file() {
-            return;
-        }
-        let msg = format!("{what}: file not found: {}", path.display());
-        match self.mode {
-            LoadMode::Validate => self.warn(span, msg),
-            LoadMode::Run => self.error(span, msg),
-        }
-    }
-}
 
 /// `sniHosts` -> `sni_hosts`: the protobuf field name behind a JSON (camelCase) name.
 pub(crate) fn snake_case(camel: &str) -> String {
@@ -81,69 +39,6 @@ fn join(path: &str, name: &str) -> String {
         name.to_string()
     } else {
         format!("{path}.{name}")
-    }
-}
-
-/// Reads a scalar integer in `[min, max]`; YAML integers (`0x50`) and quoted digits both work.
-pub(crate) fn node_int(cx: &mut Cx, node: &Node, path: &str, min: i64, max: i64) -> Option<i64> {
-    let value = match &node.kind {
-        NodeKind::Scalar { int: Some(i), .. } => Some(*i),
-        NodeKind::Scalar { text, .. } => text.trim().parse::<i64>().ok(),
-        _ => None,
-    };
-    match value {
-        Some(v) if (min..=max).contains(&v) => Some(v),
-        Some(v) => {
-            cx.error(
-                &node.span,
-                format!("{path}: {v} is out of range {min}..{max}"),
-            );
-            None
-        }
-        None => {
-            cx.error(
-                &node.span,
-                format!("{path}: expected an integer, found {}", shown(node)),
-            );
-            None
-        }
-    }
-}
-
-pub(crate) fn node_string(cx: &mut Cx, node: &Node, path: &str) -> Option<Spanned<String>> {
-    match node.as_scalar() {
-        Some(s) => Some(Spanned {
-            value: s.to_string(),
-            span: node.span.clone(),
-        }),
-        None => {
-            cx.error(
-                &node.span,
-                format!("{path}: expected a string, found {}", node.describe()),
-            );
-            None
-        }
-    }
-}
-
-pub(crate) fn node_duration(cx: &mut Cx, node: &Node, path: &str) -> Option<Duration> {
-    let s = node_string(cx, node, path)?;
-    match parse_duration(&s.value) {
-        Ok(d) => Some(d),
-        Err(e) => {
-            cx.error(
-                &node.span,
-                format!("{path}: invalid duration '{}': {e}", s.value),
-            );
-            None
-        }
-    }
-}
-
-fn shown(node: &Node) -> String {
-    match node.as_scalar() {
-        Some(s) => format!("'{s}'"),
-        None => node.describe().to_string(),
     }
 }
 
@@ -221,6 +116,12 @@ impl<'a> Obj<'a> {
         self.entries.iter().filter_map(|(k, _)| k.as_scalar())
     }
 
+    /// A file path field: resolved against the config's directory, existence checked later.
+    pub fn file(&mut self, cx: &mut Cx, names: &str) -> Option<PathBuf> {
+        let s = self.string(cx, names)?;
+        Some(cx.file_ref(&s, self.path_of(names)))
+    }
+
     /// Whether the field is present (null counts as absent), without consuming it.
     pub fn has(&self, names: &str) -> bool {
         self.entries
@@ -274,10 +175,18 @@ impl<'a> Obj<'a> {
         node_string(cx, node, &self.path_of(names))
     }
 
+    /// Reports `missing field` unless the field is present (null counts as missing).
+    pub fn require(&mut self, cx: &mut Cx, names: &str) -> bool {
+        if self.has(names) {
+            return true;
+        }
+        self.entry(cx, names);
+        self.missing(cx, names);
+        false
+    }
+
     pub fn req_string(&mut self, cx: &mut Cx, names: &str) -> Option<Spanned<String>> {
-        if !self.has(names) {
-            self.entry(cx, names);
-            self.missing(cx, names);
+        if !self.require(cx, names) {
             return None;
         }
         self.string(cx, names)
@@ -300,9 +209,7 @@ impl<'a> Obj<'a> {
     }
 
     pub fn req_port(&mut self, cx: &mut Cx, names: &str) -> Option<u16> {
-        if !self.has(names) {
-            self.entry(cx, names);
-            self.missing(cx, names);
+        if !self.require(cx, names) {
             return None;
         }
         self.port(cx, names)
@@ -310,28 +217,7 @@ impl<'a> Obj<'a> {
 
     pub fn bool(&mut self, cx: &mut Cx, names: &str) -> Option<bool> {
         let node = self.node(cx, names)?;
-        // A quoted "true" is a string, as in JSON.
-        let plain = match &node.kind {
-            NodeKind::Scalar {
-                text,
-                quoted: false,
-                ..
-            } => Some(text.as_str()),
-            _ => None,
-        };
-        match plain {
-            Some("true" | "True" | "TRUE") => Some(true),
-            Some("false" | "False" | "FALSE") => Some(false),
-            _ => {
-                let msg = format!(
-                    "{}: expected true or false, found {}",
-                    self.path_of(names),
-                    shown(node)
-                );
-                cx.error(&node.span, msg);
-                None
-            }
-        }
+        node_bool(cx, node, &self.path_of(names))
     }
 
     pub fn duration(&mut self, cx: &mut Cx, names: &str) -> Option<Duration> {
@@ -386,27 +272,10 @@ impl<'a> Obj<'a> {
     /// A mapping of strings to strings (labels, selectors). Plain scalars such as `1.10` or
     /// `true` keep the text written.
     pub fn string_map(&mut self, cx: &mut Cx, names: &str) -> BTreeMap<String, String> {
-        let mut out = BTreeMap::new();
-        let Some(node) = self.node(cx, names) else {
-            return out;
-        };
-        let path = self.path_of(names);
-        match &node.kind {
-            NodeKind::Map(entries) => {
-                for (k, v) in entries {
-                    let key = node_string(cx, k, &path);
-                    let value = node_string(cx, v, &join(&path, k.as_scalar().unwrap_or("?")));
-                    if let (Some(k), Some(v)) = (key, value) {
-                        out.insert(k.value, v.value);
-                    }
-                }
-            }
-            _ => cx.error(
-                &node.span,
-                format!("{path}: expected a mapping, found {}", node.describe()),
-            ),
+        match self.node(cx, names) {
+            Some(node) => node_string_map(cx, node, &self.path_of(names)),
+            None => BTreeMap::new(),
         }
-        out
     }
 
     /// An enum written as Istio writes it (case-sensitive). Valid Istio values that egressd
@@ -444,7 +313,9 @@ impl<'a> Obj<'a> {
     pub fn unsupported(&mut self, cx: &mut Cx, names: &[&str]) {
         for name in names {
             if let Some(e) = self.entry(cx, name) {
-                let msg = format!("unsupported by egressd: {}", self.path_of(name));
+                // Named as written (`mirror_percent` stays snake_case) so it can be found.
+                let written = e.0.as_scalar().unwrap_or(name);
+                let msg = format!("unsupported by egressd: {}", self.path_of(written));
                 cx.error(&e.0.span, msg);
             }
         }
@@ -454,9 +325,10 @@ impl<'a> Obj<'a> {
     pub fn ignored(&mut self, cx: &mut Cx, names: &[&str]) {
         for name in names {
             if let Some(e) = self.entry(cx, name) {
+                let written = e.0.as_scalar().unwrap_or(name);
                 let msg = format!(
                     "ignored by egressd: {} (meaningless on a file-configured gateway)",
-                    self.path_of(name)
+                    self.path_of(written)
                 );
                 cx.warn(&e.0.span, msg);
             }
@@ -478,15 +350,11 @@ impl<'a> Obj<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::yaml;
+    use crate::config::{yaml, LoadMode};
     use std::sync::Arc;
 
     fn cx() -> Cx {
-        Cx {
-            base_dir: PathBuf::from("/etc/egressd"),
-            mode: LoadMode::Validate,
-            diags: Vec::new(),
-        }
+        Cx::new(PathBuf::from("/etc/egressd"), LoadMode::Validate)
     }
 
     #[test]
@@ -527,22 +395,5 @@ mod tests {
         o.finish(&mut cx);
         assert_eq!(cx.diags.len(), 1);
         assert!(cx.diags[0].message.contains("duplicate field 'sniHosts'"));
-    }
-
-    #[test]
-    fn ranges_and_relative_paths() {
-        let docs = yaml::parse("port: 70000\n", &Arc::new("t.yaml".into())).unwrap();
-        let mut cx = cx();
-        let mut o = Obj::new(&mut cx, &docs[0], "Gateway", String::new()).unwrap();
-        assert_eq!(o.port(&mut cx, "port"), None);
-        assert!(cx.diags[0].message.contains("out of range 1..65535"));
-        assert_eq!(
-            cx.resolve("certs/key.pem"),
-            PathBuf::from("/etc/egressd/certs/key.pem")
-        );
-        assert_eq!(
-            cx.resolve("/etc/certs/key.pem"),
-            PathBuf::from("/etc/certs/key.pem")
-        );
     }
 }

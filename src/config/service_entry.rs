@@ -8,9 +8,11 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use super::hosts::{host, HostForm};
+use super::context::Cx;
+use super::hosts::{host_list, HostForm};
 use super::model::{Meta, Protocol, Resolution, ServiceEntry, ServicePort, WorkloadEntry};
-use super::reader::{node_int, Cx, Obj};
+use super::reader::Obj;
+use super::scalar::node_int;
 use super::yaml::NodeKind;
 
 /// Protocols egressd models, as Istio spells them.
@@ -54,18 +56,8 @@ pub(crate) fn load(cx: &mut Cx, spec: &mut Obj<'_>, meta: Meta) -> Option<Servic
             "subjectAltNames",
         ],
     );
-    let present = spec.has("hosts");
-    let raws = spec.strings(cx, "hosts");
-    if !present {
-        spec.req_string(cx, "hosts");
-    } else if raws.is_empty() {
-        cx.error(spec.span(), "spec.hosts: at least one host is required");
-    }
-    let path = spec.path_of("hosts");
-    let hosts: Vec<_> = raws
-        .into_iter()
-        .filter_map(|raw| host(cx, raw, HostForm::Name, &path))
-        .collect();
+    let hosts = host_list(cx, spec, HostForm::Name);
+    spec.require(cx, "ports");
     let ports: Vec<ServicePort> = spec
         .objs(cx, "ports")
         .into_iter()
@@ -125,7 +117,7 @@ fn service_port(cx: &mut Cx, p: &mut Obj<'_>) -> Option<ServicePort> {
     let protocol = if p.has("protocol") {
         p.enum_value(cx, "protocol", PROTOCOLS, UNSUPPORTED_PROTOCOLS)
     } else {
-        p.req_string(cx, "protocol");
+        p.require(cx, "protocol");
         None
     };
     let target_port = p.port(cx, "targetPort");

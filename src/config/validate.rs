@@ -8,15 +8,14 @@
 //! nor compile route tables.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::PathBuf;
 
+use super::context::Cx;
 use super::gateway::mode_name;
 use super::hosts::host_matches;
 use super::model::{
     ClientTls, ClientTlsMode, Config, Destination, DestinationRule, Gateway, ServerTlsMode,
-    ServiceEntry, Span, TrafficPolicy, WeightedDestination,
+    ServiceEntry, TrafficPolicy, WeightedDestination,
 };
-use super::reader::Cx;
 use super::service_entry::protocol_name;
 
 pub(crate) fn validate(cx: &mut Cx, config: &mut Config) {
@@ -37,6 +36,18 @@ pub(crate) fn validate(cx: &mut Cx, config: &mut Config) {
         .destination_rules
         .retain(|dr| ses.iter().any(|se| declares(se, &dr.host)));
     check_destination_rules(cx, config);
+    let applied: HashSet<(&str, &str)> = config
+        .gateways
+        .iter()
+        .map(|g| ("Gateway", g.meta.name.as_str()))
+        .chain(
+            config
+                .destination_rules
+                .iter()
+                .map(|d| ("DestinationRule", d.meta.name.as_str())),
+        )
+        .collect();
+    cx.check_files(|kind, name| applied.contains(&(kind, name)));
 }
 
 fn declares(se: &ServiceEntry, host: &str) -> bool {
@@ -196,20 +207,6 @@ fn check_servers(cx: &mut Cx, config: &Config) {
                 let msg = format!("server '{}': tls mode {} needs the gateway's identity (spec.identity of the EgressGateway document)", s.name, mode_name(tls.mode));
                 cx.error(&tls.span, msg);
             }
-            let files = [
-                ("serverCertificate", &tls.server_certificate),
-                ("privateKey", &tls.private_key),
-                ("caCertificates", &tls.ca_certificates),
-            ];
-            check_files(cx, &tls.span, &files);
-        }
-    }
-}
-
-fn check_files(cx: &mut Cx, span: &Span, files: &[(&str, &Option<PathBuf>)]) {
-    for (what, path) in files {
-        if let Some(p) = path {
-            cx.check_file(p, span, &format!("tls.{what}"));
         }
     }
 }
@@ -223,12 +220,6 @@ fn check_destination_rules(cx: &mut Cx, config: &Config) {
                 let msg = format!("DestinationRule '{}': tls mode ISTIO_MUTUAL needs the gateway's identity (spec.identity of the EgressGateway document)", dr.meta.name);
                 cx.error(&tls.span, msg);
             }
-            let files = [
-                ("clientCertificate", &tls.client_certificate),
-                ("privateKey", &tls.private_key),
-                ("caCertificates", &tls.ca_certificates),
-            ];
-            check_files(cx, &tls.span, &files);
         }
     }
 }

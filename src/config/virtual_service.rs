@@ -6,28 +6,18 @@
 //! may not all be zero. It must not resolve destinations against ServiceEntries
 //! (`validate.rs`).
 
-use super::hosts::{host, strip_namespace, HostForm};
+use super::context::Cx;
+use super::hosts::{host, host_list, strip_namespace, HostForm};
 use super::http_route::http_route;
 use super::model::{
     Destination, L4Match, Meta, Spanned, TcpRoute, TlsMatch, TlsRoute, VirtualService,
     WeightedDestination,
 };
-use super::reader::{Cx, Obj};
+use super::reader::Obj;
 
 pub(crate) fn load(cx: &mut Cx, spec: &mut Obj<'_>, meta: Meta) -> Option<VirtualService> {
     spec.ignored(cx, &["exportTo"]);
-    let present = spec.has("hosts");
-    let raws = spec.strings(cx, "hosts");
-    if !present {
-        spec.req_string(cx, "hosts");
-    } else if raws.is_empty() {
-        cx.error(spec.span(), "spec.hosts: at least one host is required");
-    }
-    let path = spec.path_of("hosts");
-    let hosts: Vec<_> = raws
-        .into_iter()
-        .filter_map(|h| host(cx, h, HostForm::NameOrStar, &path))
-        .collect();
+    let hosts = host_list(cx, spec, HostForm::NameOrStar);
     let mut gateways = gateway_names(spec.strings(cx, "gateways"));
     // Istio: no `gateways` means the sidecars only.
     if gateways.is_empty() {
@@ -80,9 +70,7 @@ fn tls_route(cx: &mut Cx, r: &mut Obj<'_>) -> Option<TlsRoute> {
         );
         let gateways = gateway_names(m.strings(cx, "gateways"));
         let port = m.port(cx, "port");
-        if !m.has("sniHosts") {
-            m.req_string(cx, "sniHosts");
-        }
+        m.require(cx, "sniHosts");
         let path = m.path_of("sniHosts");
         let sni_hosts = m
             .strings(cx, "sniHosts")
@@ -146,7 +134,9 @@ fn tcp_route(cx: &mut Cx, r: &mut Obj<'_>) -> Option<TcpRoute> {
 pub(crate) fn weighted_destinations(cx: &mut Cx, r: &mut Obj<'_>) -> Vec<WeightedDestination> {
     let present = r.has("route");
     let mut out = Vec::new();
-    for mut d in r.objs(cx, "route") {
+    let items = r.objs(cx, "route");
+    let count = items.len();
+    for mut d in items {
         d.unsupported(cx, &["headers"]);
         let weight = d.u32(cx, "weight");
         let destination = match d.child(cx, "destination") {
@@ -156,7 +146,7 @@ pub(crate) fn weighted_destinations(cx: &mut Cx, r: &mut Obj<'_>) -> Vec<Weighte
                 dest
             }
             None => {
-                d.req_string(cx, "destination");
+                d.require(cx, "destination");
                 None
             }
         };
@@ -170,6 +160,11 @@ pub(crate) fn weighted_destinations(cx: &mut Cx, r: &mut Obj<'_>) -> Vec<Weighte
     }
     if !present {
         cx.error(r.span(), format!("missing field 'route' in {}", r.path()));
+    } else if count == 0 {
+        cx.error(
+            r.span(),
+            format!("{}.route: at least one destination is required", r.path()),
+        );
     }
     let given: Vec<u32> = out.iter().filter_map(|w| w.weight).collect();
     if !given.is_empty() && given.iter().all(|w| *w == 0) {
