@@ -8,6 +8,7 @@ pub mod error;
 pub mod framing;
 pub mod loadgen;
 pub mod machine;
+pub mod markdown;
 pub mod procs;
 pub mod report;
 pub mod scenario;

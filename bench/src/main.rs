@@ -233,6 +233,6 @@ fn run(o: Opts) -> Result<(), BenchError> {
     };
     let (json, md) = report::write_files(&report, &o.out, "http")?;
     println!("{}\n{}", json.display(), md.display());
-    print!("{}", report::markdown(&report));
+    print!("{}", bench::markdown::render(&report));
     Ok(())
 }
