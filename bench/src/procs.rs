@@ -83,7 +83,7 @@ impl Proc {
             if let Some(status) = self.exited() {
                 return Err(BenchError::NotReady {
                     what: self.name.clone(),
-                    reason: format!("exited with {status}: {}", self.log_tail(6)),
+                    reason: format!("exited with {status}: {}", self.log_summary(6)),
                 });
             }
             if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
@@ -97,7 +97,7 @@ impl Proc {
                     what: self.name.clone(),
                     reason: format!(
                         "not accepting on {addr} after {timeout:?}: {}",
-                        self.log_tail(6)
+                        self.log_summary(6)
                     ),
                 });
             }
@@ -120,6 +120,23 @@ impl Proc {
     /// The last `lines` lines of the process's output, joined with " | ".
     pub fn log_tail(&self, lines: usize) -> String {
         tail(&self.log, lines)
+    }
+
+    /// A panic's message if the output holds one (the tail would be its backtrace), else
+    /// the last `lines` lines.
+    pub fn log_summary(&self, lines: usize) -> String {
+        let text = std::fs::read(&self.log).unwrap_or_default();
+        let text = String::from_utf8_lossy(&text);
+        let mut it = text.lines().skip_while(|l| !l.contains("panicked at"));
+        match it.next() {
+            Some(head) => {
+                let msg: Vec<&str> = it.take_while(|l| !l.trim().is_empty()).take(3).collect();
+                format!("{} {}", head.trim(), msg.join(" "))
+                    .trim()
+                    .to_string()
+            }
+            None => self.log_tail(lines),
+        }
     }
 
     pub fn log_path(&self) -> &Path {
