@@ -220,7 +220,7 @@ fn run(o: Opts) -> Result<(), BenchError> {
             request: String::from_utf8_lossy(&targets::request_bytes()).into_owned(),
             response_body_bytes: targets::BODY.len(),
             open_loop_rate_basis: outcome.rate_basis,
-            cpu_measure: "utime+stime from /proc/PID/stat (all threads, plus live children) over the measured window / completed requests".into(),
+            cpu_measure: "utime+stime from /proc/PID/stat (all threads, plus live children) over the measured window / completed requests; the kernel samples these at each tick, so short windows are coarse".into(),
             tool_versions: versions,
             proxies,
         },
