@@ -1,1 +1,238 @@
-fn main() {}
+//! `bench`: run benchmark scenarios and write `perf-results/<date>-<scenario>.{json,md}`.
+//!
+//! Owns: options, pinning the load generator's thread, signal handling (Ctrl-C stops the
+//! current phase and every spawned process is killed by its guard), the report's envelope.
+//! Must not: measure or format; see the library modules.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bench::error::BenchError;
+use bench::machine::Snapshot;
+use bench::report::{self, Layout, Report};
+use bench::scenario::{self, Options};
+use bench::targets::{self, TargetKind, Tools};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "egressd benchmarks: direct vs egressd vs haproxy vs nginx, same run")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Small keep-alive GETs: peak req/s, CPU per request, latency at one shared rate.
+    Http(Opts),
+    /// Every scenario (for now: http).
+    All(Opts),
+}
+
+#[derive(Args, Clone)]
+struct Opts {
+    /// Measured time per phase (e.g. 10s, 500ms).
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Traffic before each measured window.
+    #[arg(long, value_parser = parse_duration)]
+    warmup: Option<Duration>,
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// Open-loop rate in req/s (default: 70% of haproxy's peak).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Also run open loop at these fractions of each target's peak, e.g. 0.2,0.4,0.8.
+    #[arg(long, value_delimiter = ',')]
+    sweep: Vec<f64>,
+    /// Rounds of the interleaved order direct, egressd, haproxy, nginx; medians are reported.
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// egressd binary (default: beside this binary, else <workspace>/target/release/egressd).
+    #[arg(long)]
+    egressd: Option<PathBuf>,
+    #[arg(long, default_value = "perf-results")]
+    out: PathBuf,
+    /// Short smoke run: 2 s phases, 0.5 s warm-up, one round.
+    #[arg(long)]
+    quick: bool,
+    /// Targets to measure (default all): direct,egressd,haproxy,nginx.
+    #[arg(long, value_delimiter = ',', value_parser = parse_target)]
+    only: Vec<TargetKind>,
+    #[arg(long, default_value_t = 0)]
+    loadgen_cpu: usize,
+    #[arg(long, default_value_t = 1)]
+    target_cpu: usize,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s
+        .find(|c: char| c.is_ascii_alphabetic())
+        .map_or((s, "s"), |i| s.split_at(i));
+    let n: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad duration {s:?}"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("bad duration unit in {s:?} (ms, s, m)")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
+}
+
+fn parse_target(s: &str) -> Result<TargetKind, String> {
+    TargetKind::ALL
+        .into_iter()
+        .find(|k| k.name() == s)
+        .ok_or_else(|| format!("unknown target {s:?}"))
+}
+
+/// `name` from PATH or the sbin directories (nginx and haproxy live in /usr/sbin).
+fn find_tool(name: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+fn default_egressd() -> PathBuf {
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|e| Some(e.parent()?.join("egressd")));
+    match beside {
+        Some(p) if p.is_file() => p,
+        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/egressd"),
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let (Cmd::Http(o) | Cmd::All(o)) = cli.command;
+    match run(o) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(o: Opts) -> Result<(), BenchError> {
+    // Before pinning, so the notes show the CPUs the run was given.
+    let snapshot = Snapshot::take();
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .map_err(|e| BenchError::io("install signal handler", e))?;
+    }
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    for cpu in [o.loadgen_cpu, o.target_cpu] {
+        if !cores.iter().any(|c| c.id == cpu) {
+            return Err(BenchError::Machine(format!(
+                "CPU {cpu} is not in this process's affinity mask"
+            )));
+        }
+    }
+    if o.loadgen_cpu == o.target_cpu {
+        return Err(BenchError::Usage(
+            "--loadgen-cpu and --target-cpu must differ".into(),
+        ));
+    }
+    // The load generator runs on this thread; spawned processes are re-pinned by taskset.
+    if !core_affinity::set_for_current(core_affinity::CoreId { id: o.loadgen_cpu }) {
+        return Err(BenchError::Machine(format!(
+            "cannot pin to CPU {}",
+            o.loadgen_cpu
+        )));
+    }
+    let (dur, warm, rounds, wrk) = if o.quick {
+        (2.0, 0.5, 1, 2)
+    } else {
+        (10.0, 2.0, 2, 5)
+    };
+    let tools = Tools {
+        nginx: find_tool("nginx"),
+        haproxy: find_tool("haproxy"),
+        egressd: o.egressd.clone().unwrap_or_else(default_egressd),
+        wrk: find_tool("wrk"),
+    };
+    let opts = Options {
+        connections: o.connections,
+        duration: o.duration.unwrap_or(Duration::from_secs_f64(dur)),
+        warmup: o.warmup.unwrap_or(Duration::from_secs_f64(warm)),
+        rounds: o.rounds.unwrap_or(rounds).max(1),
+        rate: o.rate,
+        sweep: o.sweep.clone(),
+        wrk_duration: Duration::from_secs(wrk),
+        loadgen_cpu: o.loadgen_cpu,
+        target_cpu: o.target_cpu,
+        tools: tools.clone(),
+        only: if o.only.is_empty() {
+            TargetKind::ALL.to_vec()
+        } else {
+            o.only.clone()
+        },
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let date = now
+        .format(time::macros::format_description!("[year]-[month]-[day]"))
+        .unwrap_or_default();
+    let started = now
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+
+    let outcome = scenario::run_http(&opts, &stop)?;
+
+    let mut versions = targets::tool_versions(&tools);
+    versions.insert("egressd_path".into(), tools.egressd.display().to_string());
+    let proxies = BTreeMap::from([
+        ("origin".to_string(), format!("nginx, one process (master_process off), return 200 with a {}-byte body, keepalive_requests 1000000, no access log", targets::BODY.len())),
+        ("egressd".to_string(), "run --shards 1 --cpus <target cpu>, access log ON (istio format, to a temp file), admin off".to_string()),
+        ("haproxy".to_string(), "mode http, nbthread 1, http-reuse always, option forwardfor, keep-alive both sides, no logging".to_string()),
+        ("nginx-proxy".to_string(), "one process (master_process off), upstream keepalive 64, proxy_http_version 1.1, X-Forwarded-For, no access log".to_string()),
+    ]);
+    let report = Report {
+        date,
+        started_utc: started,
+        machine: snapshot.finish(8),
+        layout: Layout {
+            loadgen_cpu: opts.loadgen_cpu,
+            target_cpu: opts.target_cpu,
+            connections: opts.connections,
+            duration_s: opts.duration.as_secs_f64(),
+            warmup_s: opts.warmup.as_secs_f64(),
+            rounds: opts.rounds,
+            order: TargetKind::ALL.iter().map(|k| k.name().to_string()).collect(),
+            request: String::from_utf8_lossy(&targets::request_bytes()).into_owned(),
+            response_body_bytes: targets::BODY.len(),
+            open_loop_rate_basis: outcome.rate_basis,
+            cpu_measure: "utime+stime from /proc/PID/stat (all threads, plus live children) over the measured window / completed requests; the kernel samples these at each tick, so short windows are coarse".into(),
+            tool_versions: versions,
+            proxies,
+        },
+        scenarios: vec![outcome.scenario],
+        notes: vec![
+            "Each proxy runs only during its own phases; origin and proxy share the target CPU, so peak req/s is bounded by both.".into(),
+            "egressd writes an access log line per request and adds x-request-id and x-envoy-upstream-service-time; haproxy and nginx log nothing.".into(),
+            "Open-loop requests still in flight when the window ends are not counted.".into(),
+        ],
+    };
+    let (json, md) = report::write_files(&report, &o.out, "http")?;
+    println!("{}\n{}", json.display(), md.display());
+    print!("{}", bench::markdown::render(&report));
+    Ok(())
+}

@@ -1,0 +1,318 @@
+//! What the load is sent to: the origin (nginx returning a fixed body) and the proxies under
+//! test (egressd, haproxy, nginx as a proxy), each with a generated config that routes
+//! `Host: bench.local` to the origin over keep-alive connections.
+//!
+//! Owns: config text, command lines, free-port picking, tool versions.
+//! Must not: measure anything or decide run order; see `scenario`.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::error::BenchError;
+use crate::procs::Proc;
+
+pub const HOST: &str = "bench.local";
+/// 13 bytes; the origin's whole response body.
+pub const BODY: &str = "hello, world\n";
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetKind {
+    Direct,
+    Egressd,
+    Haproxy,
+    Nginx,
+}
+
+impl TargetKind {
+    /// Run order within a round.
+    pub const ALL: [TargetKind; 4] = [
+        TargetKind::Direct,
+        TargetKind::Egressd,
+        TargetKind::Haproxy,
+        TargetKind::Nginx,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TargetKind::Direct => "direct",
+            TargetKind::Egressd => "egressd",
+            TargetKind::Haproxy => "haproxy",
+            TargetKind::Nginx => "nginx",
+        }
+    }
+}
+
+pub fn request_bytes() -> Vec<u8> {
+    format!("GET / HTTP/1.1\r\nHost: {HOST}\r\n\r\n").into_bytes()
+}
+
+/// A loopback port that was free a moment ago (bind port 0, read it, close).
+pub fn free_port() -> Result<u16, BenchError> {
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .map_err(|e| BenchError::io("bind a free port", e))?;
+    let port = l
+        .local_addr()
+        .map_err(|e| BenchError::io("local_addr", e))?
+        .port();
+    Ok(port)
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+}
+
+fn write(path: &Path, text: &str) -> Result<(), BenchError> {
+    std::fs::write(path, text).map_err(|e| BenchError::io(format!("write {}", path.display()), e))
+}
+
+/// nginx settings shared by origin and proxy: one process (`master_process off`, so the PID
+/// we measure is the one doing the work), no access log, keep-alive without request limits,
+/// temp paths inside our directory.
+fn nginx_common(dir: &Path) -> String {
+    let d = dir.display();
+    format!(
+        "worker_processes 1;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+         events {{ worker_connections 4096; }}\n\
+         http {{\n  access_log off;\n  keepalive_requests 1000000;\n  keepalive_timeout 300s;\n\
+         \x20 client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n\
+         \x20 uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n"
+    )
+}
+
+pub fn nginx_origin_conf(dir: &Path, port: u16) -> String {
+    format!(
+        "{}  server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      default_type text/plain;\n      return 200 {:?};\n    }}\n  }}\n}}\n",
+        nginx_common(dir),
+        BODY
+    )
+}
+
+pub fn nginx_proxy_conf(dir: &Path, port: u16, origin: SocketAddr) -> String {
+    format!(
+        "{}  upstream origin {{\n    server {origin};\n    keepalive 64;\n    keepalive_requests 1000000;\n    keepalive_timeout 300s;\n  }}\n\
+         \x20 server {{\n    listen 127.0.0.1:{port} default_server;\n    server_name _;\n    return 502;\n  }}\n\
+         \x20 server {{\n    listen 127.0.0.1:{port};\n    server_name {HOST};\n    location / {{\n      proxy_pass http://origin;\n\
+         \x20     proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_set_header X-Forwarded-For $remote_addr;\n    }}\n  }}\n}}\n",
+        nginx_common(dir)
+    )
+}
+
+/// One thread, keep-alive both sides, idle server connections reused by any client
+/// (`http-reuse always`), no logging, X-Forwarded-For added as egressd does.
+pub fn haproxy_cfg(port: u16, origin: SocketAddr) -> String {
+    format!(
+        "global\n  nbthread 1\n  maxconn 4096\n\n\
+         defaults\n  mode http\n  option http-keep-alive\n  option forwardfor\n  timeout connect 5s\n  timeout client 300s\n  timeout server 300s\n  timeout http-keep-alive 300s\n\n\
+         frontend fe\n  bind 127.0.0.1:{port}\n  acl bench hdr(host) -i {HOST}\n  http-request deny deny_status 502 unless bench\n  use_backend origin if bench\n\n\
+         backend origin\n  http-reuse always\n  server o1 {origin}\n"
+    )
+}
+
+/// The configuration contract's bootstrap document plus the Istio resources that route
+/// `bench.local:80` to the origin. The access log stays on (to a file): that is its real cost.
+pub fn egressd_yaml(port: u16, origin: SocketAddr, access_log: &Path) -> String {
+    format!(
+        "apiVersion: egressd.io/v1alpha1\nkind: EgressGateway\nmetadata: {{name: egressd}}\nspec:\n  bindAddress: 127.0.0.1\n  portMap: {{80: {port}}}\n  admin: \"\"\n  accessLog: {{path: \"{log}\", format: istio}}\n  logLevel: info\n\
+         ---\napiVersion: networking.istio.io/v1beta1\nkind: ServiceEntry\nmetadata: {{name: bench-origin}}\nspec:\n  hosts: [{HOST}]\n  ports:\n  - {{number: 80, name: http, protocol: HTTP}}\n  resolution: STATIC\n  endpoints:\n  - address: {ip}\n    ports: {{http: {oport}}}\n\
+         ---\napiVersion: networking.istio.io/v1beta1\nkind: Gateway\nmetadata: {{name: bench-gateway}}\nspec:\n  selector: {{istio: egressgateway}}\n  servers:\n  - port: {{number: 80, name: http, protocol: HTTP}}\n    hosts: [{HOST}]\n\
+         ---\napiVersion: networking.istio.io/v1beta1\nkind: VirtualService\nmetadata: {{name: bench-route}}\nspec:\n  hosts: [{HOST}]\n  gateways: [bench-gateway]\n  http:\n  - name: bench\n    match:\n    - {{gateways: [bench-gateway], port: 80}}\n    route:\n    - destination: {{host: {HOST}, port: {{number: 80}}}}\n",
+        log = access_log.display(),
+        ip = origin.ip(),
+        oport = origin.port(),
+    )
+}
+
+/// A started process listening on `addr`, and the directory holding its config and logs
+/// (removed when this is dropped, after the process is killed).
+pub struct Running {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+fn tempdir(prefix: &str) -> Result<tempfile::TempDir, BenchError> {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .map_err(|e| BenchError::io("create temp dir", e))
+}
+
+pub fn start_origin(nginx: &Path, cpu: usize, stop: &AtomicBool) -> Result<Running, BenchError> {
+    let dir = tempdir("bench-origin-")?;
+    let port = free_port()?;
+    let conf = dir.path().join("origin.conf");
+    write(&conf, &nginx_origin_conf(dir.path(), port))?;
+    start_nginx("origin", nginx, &conf, dir, port, cpu, stop)
+}
+
+fn start_nginx(
+    name: &str,
+    nginx: &Path,
+    conf: &Path,
+    dir: tempfile::TempDir,
+    port: u16,
+    cpu: usize,
+    stop: &AtomicBool,
+) -> Result<Running, BenchError> {
+    let d = dir.path().display().to_string();
+    let args = [
+        "-e".to_string(),
+        format!("{d}/error.log"),
+        "-p".to_string(),
+        d.clone(),
+        "-c".to_string(),
+        conf.display().to_string(),
+        "-g".to_string(),
+        "daemon off;".to_string(),
+    ];
+    let mut proc = Proc::spawn_pinned(name, cpu, nginx, &args, dir.path())?;
+    let addr = loopback(port);
+    proc.wait_listening(addr, READY_TIMEOUT, stop)?;
+    Ok(Running {
+        proc,
+        addr,
+        _dir: dir,
+    })
+}
+
+/// Starts one proxy in front of `origin`, pinned to `cpu`, and waits until it accepts.
+pub fn start_proxy(
+    kind: TargetKind,
+    tools: &Tools,
+    origin: SocketAddr,
+    cpu: usize,
+    stop: &AtomicBool,
+) -> Result<Running, BenchError> {
+    let dir = tempdir(&format!("bench-{}-", kind.name()))?;
+    let port = free_port()?;
+    let addr = loopback(port);
+    match kind {
+        TargetKind::Direct => Err(BenchError::Usage("direct has no proxy".into())),
+        TargetKind::Nginx => {
+            let conf = dir.path().join("proxy.conf");
+            write(&conf, &nginx_proxy_conf(dir.path(), port, origin))?;
+            start_nginx("nginx-proxy", &tools.nginx, &conf, dir, port, cpu, stop)
+        }
+        TargetKind::Haproxy => {
+            let conf = dir.path().join("haproxy.cfg");
+            write(&conf, &haproxy_cfg(port, origin))?;
+            let args = [
+                "-db".to_string(),
+                "-f".to_string(),
+                conf.display().to_string(),
+            ];
+            let mut proc = Proc::spawn_pinned("haproxy", cpu, &tools.haproxy, &args, dir.path())?;
+            proc.wait_listening(addr, READY_TIMEOUT, stop)?;
+            Ok(Running {
+                proc,
+                addr,
+                _dir: dir,
+            })
+        }
+        TargetKind::Egressd => {
+            if !tools.egressd.is_file() {
+                return Err(BenchError::NotReady {
+                    what: "egressd".into(),
+                    reason: format!(
+                        "{} not found (cargo build --release first)",
+                        tools.egressd.display()
+                    ),
+                });
+            }
+            let conf = dir.path().join("egressd.yaml");
+            write(
+                &conf,
+                &egressd_yaml(port, origin, &dir.path().join("access.log")),
+            )?;
+            let args = [
+                "run".to_string(),
+                "-c".to_string(),
+                conf.display().to_string(),
+                "--shards".to_string(),
+                "1".to_string(),
+                "--cpus".to_string(),
+                cpu.to_string(),
+            ];
+            let mut proc = Proc::spawn_pinned("egressd", cpu, &tools.egressd, &args, dir.path())?;
+            proc.wait_listening(addr, READY_TIMEOUT, stop)?;
+            Ok(Running {
+                proc,
+                addr,
+                _dir: dir,
+            })
+        }
+    }
+}
+
+/// Paths of the programs a run uses.
+#[derive(Debug, Clone)]
+pub struct Tools {
+    pub nginx: PathBuf,
+    pub haproxy: PathBuf,
+    pub egressd: PathBuf,
+    pub wrk: PathBuf,
+}
+
+/// First line of each tool's version output ("absent" when it does not run).
+pub fn tool_versions(tools: &Tools) -> BTreeMap<String, String> {
+    let first_line = |program: &Path, arg: &str| -> String {
+        match Command::new(program).arg(arg).output() {
+            Ok(out) => {
+                let text = [out.stdout, out.stderr].concat();
+                String::from_utf8_lossy(&text)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_string()
+            }
+            Err(_) => "absent".to_string(),
+        }
+    };
+    BTreeMap::from([
+        ("nginx".to_string(), first_line(&tools.nginx, "-v")),
+        ("haproxy".to_string(), first_line(&tools.haproxy, "-v")),
+        ("wrk".to_string(), first_line(&tools.wrk, "-v")),
+        (
+            "egressd".to_string(),
+            first_line(&tools.egressd, "--version"),
+        ),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origin_body_is_13_bytes_and_quoted_for_nginx() {
+        assert_eq!(BODY.len(), 13);
+        let conf = nginx_origin_conf(Path::new("/tmp/x"), 8080);
+        assert!(conf.contains("return 200 \"hello, world\\n\";"), "{conf}");
+        assert!(conf.contains("master_process off;"));
+    }
+
+    #[test]
+    fn proxies_route_only_bench_local_to_the_origin() {
+        let origin = loopback(9000);
+        let h = haproxy_cfg(8000, origin);
+        assert!(
+            h.contains("acl bench hdr(host) -i bench.local")
+                && h.contains("server o1 127.0.0.1:9000")
+        );
+        let n = nginx_proxy_conf(Path::new("/tmp/x"), 8000, origin);
+        assert!(n.contains("server_name bench.local;") && n.contains("return 502;"));
+        assert!(n.contains("keepalive 64;") && n.contains("server 127.0.0.1:9000;"));
+        let e = egressd_yaml(8000, origin, Path::new("/tmp/x/access.log"));
+        assert!(e.contains("portMap: {80: 8000}") && e.contains("ports: {http: 9000}"));
+        assert_eq!(e.matches("\n---\n").count(), 3);
+    }
+}
