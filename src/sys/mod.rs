@@ -5,6 +5,7 @@
 //! `// SAFETY:` comment why the call is sound. Policy (when to splice, when
 //! to fall back to copying, pooling) lives in `proxy::passthrough`, not here.
 
+pub mod cpu;
 pub mod pipe;
 pub mod socket;
 pub mod splice;

@@ -5,7 +5,7 @@
 //! Nothing here owns a descriptor: callers pass fds they keep alive.
 
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 
 use super::cvt;
 
@@ -45,6 +45,19 @@ pub fn dup_cloexec(fd: RawFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(new) })
 }
 
+/// A second glommio stream on the same socket, over a `dup` of its fd.
+///
+/// glommio 0.9 cannot split a `TcpStream` and its `write_all` needs `&mut`,
+/// so a relay gives each direction its own handle. Closing either handle
+/// leaves the socket open for the other; shutdown(2) acts on the socket.
+pub fn dup_stream(stream: &glommio::net::TcpStream) -> io::Result<glommio::net::TcpStream> {
+    let fd = dup_cloexec(stream.as_raw_fd())?;
+    // SAFETY: `fd` is a fresh descriptor of a connected TCP socket (a dup of
+    // one glommio already drives) that nothing else owns: `into_raw_fd`
+    // hands its ownership to the new stream, which closes it on drop.
+    Ok(unsafe { glommio::net::TcpStream::from_raw_fd(fd.into_raw_fd()) })
+}
+
 /// Bytes queued in the socket's receive buffer (FIONREAD / SIOCINQ).
 pub fn readable_bytes(fd: RawFd) -> io::Result<usize> {
     let mut n: libc::c_int = 0;
@@ -57,7 +70,6 @@ pub fn readable_bytes(fd: RawFd) -> io::Result<usize> {
 mod tests {
     use super::*;
     use std::net::TcpListener;
-    use std::os::fd::AsRawFd;
 
     #[test]
     fn nonblocking_is_shared_with_dups() {
