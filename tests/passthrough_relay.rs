@@ -19,11 +19,18 @@ const CHUNK: usize = 64 * 1024;
 
 /// Starts a relay for one connection on a fresh executor thread: accepts on
 /// the returned address, connects to `upstream`, relays, sends the outcome.
-fn start_relay(upstream: SocketAddr, replay: Vec<u8>, opts: RelayOptions) -> (SocketAddr, mpsc::Receiver<RelayOutcome>) {
+fn start_relay(
+    upstream: SocketAddr,
+    replay: Vec<u8>,
+    opts: RelayOptions,
+) -> (SocketAddr, mpsc::Receiver<RelayOutcome>) {
     let (addr_tx, addr_rx) = mpsc::channel();
     let (out_tx, out_rx) = mpsc::channel();
     thread::spawn(move || {
-        let ex = LocalExecutorBuilder::new(Placement::Unbound).io_memory(1 << 20).make().unwrap();
+        let ex = LocalExecutorBuilder::new(Placement::Unbound)
+            .io_memory(1 << 20)
+            .make()
+            .unwrap();
         ex.run(async move {
             let listener = glommio::net::TcpListener::bind("127.0.0.1:0").unwrap();
             addr_tx.send(listener.local_addr().unwrap()).unwrap();
@@ -92,7 +99,10 @@ fn bulk_both_ways(splice: bool) {
         let received = receive_all(s);
         (received, sender.join().unwrap())
     });
-    let opts = RelayOptions { idle_timeout: Duration::from_secs(60), splice };
+    let opts = RelayOptions {
+        idle_timeout: Duration::from_secs(60),
+        splice,
+    };
     let (addr, outcome) = start_relay(up_addr, Vec::new(), opts);
 
     let client = TcpStream::connect(addr).unwrap();
@@ -103,10 +113,22 @@ fn bulk_both_ways(splice: bool) {
     let client_received = reader.join().unwrap();
     let (server_received, server_sent) = server.join().unwrap();
 
-    assert_eq!(server_received, (TOTAL, client_sent), "client -> upstream intact");
-    assert_eq!(client_received, (TOTAL, server_sent), "upstream -> client intact");
+    assert_eq!(
+        server_received,
+        (TOTAL, client_sent),
+        "client -> upstream intact"
+    );
+    assert_eq!(
+        client_received,
+        (TOTAL, server_sent),
+        "upstream -> client intact"
+    );
     let outcome = outcome.recv_timeout(BOUND).unwrap();
-    assert!(matches!(outcome.end, RelayEnd::Closed { .. }), "{:?}", outcome.end);
+    assert!(
+        matches!(outcome.end, RelayEnd::Closed { .. }),
+        "{:?}",
+        outcome.end
+    );
     assert_eq!(outcome.bytes_from_downstream, TOTAL as u64);
     assert_eq!(outcome.bytes_from_upstream, TOTAL as u64);
     let expect_spliced = if splice { 2 * TOTAL as u64 } else { 0 };
@@ -136,7 +158,10 @@ fn replay_first(splice: bool) {
         got
     });
     let replay = b"\x16\x03\x01peeked-hello|".to_vec();
-    let opts = RelayOptions { idle_timeout: Duration::from_secs(60), splice };
+    let opts = RelayOptions {
+        idle_timeout: Duration::from_secs(60),
+        splice,
+    };
     let (addr, outcome) = start_relay(up_addr, replay.clone(), opts);
     let client = TcpStream::connect(addr).unwrap();
     // Upstream half-closed at once: the client sees that EOF passed through,
@@ -149,7 +174,16 @@ fn replay_first(splice: bool) {
     assert_eq!(server.join().unwrap(), b"\x16\x03\x01peeked-hello|after");
     let outcome = outcome.recv_timeout(BOUND).unwrap();
     assert_eq!(outcome.bytes_from_downstream, (replay.len() + 5) as u64);
-    assert!(matches!(outcome.end, RelayEnd::Closed { first: Side::Upstream }), "{:?}", outcome.end);
+    assert!(
+        matches!(
+            outcome.end,
+            RelayEnd::Closed {
+                first: Side::Upstream
+            }
+        ),
+        "{:?}",
+        outcome.end
+    );
 }
 
 #[test]
@@ -170,12 +204,19 @@ fn idle_connection_is_ended_by_the_idle_timeout() {
         let (s, _) = upstream.accept().unwrap();
         receive_all(s)
     });
-    let opts = RelayOptions { idle_timeout: Duration::from_millis(300), splice: true };
+    let opts = RelayOptions {
+        idle_timeout: Duration::from_millis(300),
+        splice: true,
+    };
     let (addr, outcome) = start_relay(up_addr, Vec::new(), opts);
     let mut client = TcpStream::connect(addr).unwrap();
     client.write_all(b"one message, then silence").unwrap();
     let outcome = outcome.recv_timeout(BOUND).unwrap();
-    assert!(matches!(outcome.end, RelayEnd::IdleTimeout), "{:?}", outcome.end);
+    assert!(
+        matches!(outcome.end, RelayEnd::IdleTimeout),
+        "{:?}",
+        outcome.end
+    );
     // Both sides were closed by the relay.
     assert_eq!(server.join().unwrap().0, 25);
     assert_eq!(receive_all(client).0, 0);
@@ -190,10 +231,15 @@ fn upstream_reset(splice: bool) {
         s.read_exact(&mut buf).unwrap();
         s.write_all(b"partial answer").unwrap();
         // SO_LINGER 0: close sends RST instead of FIN.
-        socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO)).unwrap();
+        socket2::SockRef::from(&s)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
         drop(s);
     });
-    let opts = RelayOptions { idle_timeout: Duration::from_secs(60), splice };
+    let opts = RelayOptions {
+        idle_timeout: Duration::from_secs(60),
+        splice,
+    };
     let (addr, outcome) = start_relay(up_addr, Vec::new(), opts);
     let client = TcpStream::connect(addr).unwrap();
     let mut w = client.try_clone().unwrap();
@@ -208,7 +254,17 @@ fn upstream_reset(splice: bool) {
     });
     server.join().unwrap();
     let outcome = outcome.recv_timeout(BOUND).unwrap();
-    assert!(matches!(outcome.end, RelayEnd::Error { side: Side::Upstream, .. }), "{:?}", outcome.end);
+    assert!(
+        matches!(
+            outcome.end,
+            RelayEnd::Error {
+                side: Side::Upstream,
+                ..
+            }
+        ),
+        "{:?}",
+        outcome.end
+    );
     // The client's connection is closed (EOF or reset), not left hanging.
     let mut client = client;
     client.set_read_timeout(Some(BOUND)).unwrap();

@@ -56,9 +56,14 @@ pub async fn peek_sni(
     cap: usize,
     deadline: Duration,
 ) -> Result<Peek, PeekError> {
-    // The read future may be dropped mid-read by the deadline; `filled`
-    // remembers how much of `buf` is real data so the zeroed tail can go.
+    // Zero the buffer up to the cap once, read into its tail, and cut it
+    // back to the bytes received at the end (also when the deadline drops
+    // the read future). Resizing per read would zero-fill 16 KiB for every
+    // byte a slow client trickles in.
     let filled = Cell::new(buf.len());
+    if buf.len() < cap {
+        buf.resize(cap, 0);
+    }
     let verdict = future::or(read_until_verdict(stream, buf, cap, &filled), async {
         Timer::new(deadline).await;
         Err(PeekError::TimedOut(deadline))
@@ -70,25 +75,20 @@ pub async fn peek_sni(
 
 async fn read_until_verdict(
     stream: &mut TcpStream,
-    buf: &mut Vec<u8>,
+    buf: &mut [u8],
     cap: usize,
     filled: &Cell<usize>,
 ) -> Result<Peek, PeekError> {
     loop {
-        let verdict = client_hello_sni(buf, cap);
+        let have = filled.get();
+        let verdict = client_hello_sni(&buf[..have], cap);
         if verdict != Peek::Incomplete {
             return Ok(verdict);
         }
-        // Incomplete implies fewer than `cap` bytes so far.
-        let start = buf.len();
-        buf.resize(cap, 0);
-        let read = stream.read(&mut buf[start..]).await;
-        let n = *read.as_ref().unwrap_or(&0);
-        buf.truncate(start + n);
-        filled.set(buf.len());
-        match read {
-            Ok(0) => return Err(PeekError::Closed(start)),
-            Ok(_) => {}
+        // Incomplete implies fewer than `cap` bytes so far: room is left.
+        match stream.read(&mut buf[have..cap]).await {
+            Ok(0) => return Err(PeekError::Closed(have)),
+            Ok(n) => filled.set(have + n),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(PeekError::Io(e)),
         }

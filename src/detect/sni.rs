@@ -65,7 +65,13 @@ impl Peek {
 /// returns its SNI. Call again with more bytes while it answers `Incomplete`.
 pub fn client_hello_sni(buf: &[u8], cap: usize) -> Peek {
     let view = &buf[..buf.len().min(cap)];
-    let short = || if view.len() >= cap { Peek::TooLarge } else { Peek::Incomplete };
+    let short = || {
+        if view.len() >= cap {
+            Peek::TooLarge
+        } else {
+            Peek::Incomplete
+        }
+    };
 
     // The handshake bytes collected so far: borrowed while they come from the
     // first record only, copied once a second record is needed.
@@ -77,11 +83,19 @@ pub fn client_hello_sni(buf: &[u8], cap: usize) -> Peek {
             return short();
         };
         if content_type != CONTENT_TYPE_HANDSHAKE {
-            return if pos == 0 { Peek::NotTls } else { Peek::Invalid("unexpected record type") };
+            return if pos == 0 {
+                Peek::NotTls
+            } else {
+                Peek::Invalid("unexpected record type")
+            };
         }
         if let Some(&major) = rest.get(1) {
             if major != 3 {
-                return if pos == 0 { Peek::NotTls } else { Peek::Invalid("bad record version") };
+                return if pos == 0 {
+                    Peek::NotTls
+                } else {
+                    Peek::Invalid("bad record version")
+                };
             }
         }
         if rest.len() < RECORD_HEADER {
@@ -206,7 +220,9 @@ pub fn normalize_host(raw: &[u8]) -> Result<String, &'static str> {
     }
     for label in name.split('.') {
         let bytes = label.as_bytes();
-        let ok_chars = bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_');
+        let ok_chars = bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_');
         if bytes.is_empty() || bytes.len() > 63 || !ok_chars {
             return Err("invalid name");
         }
@@ -216,7 +232,11 @@ pub fn normalize_host(raw: &[u8]) -> Result<String, &'static str> {
     }
     // An all-digit last label ("10.1", "127.0.0.1.") is what inet_aton would
     // read as an address: no TLD is numeric, so call it what it is.
-    if name.rsplit('.').next().is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit())) {
+    if name
+        .rsplit('.')
+        .next()
+        .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
+    {
         return Err("ip literal");
     }
     Ok(name.to_ascii_lowercase())

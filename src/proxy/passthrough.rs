@@ -98,9 +98,19 @@ pub async fn relay(
         Err(e) => RelayEnd::Local(e),
         Ok((down_w, up_w)) => {
             let (pipe_up, pipe_down) = take_pipes(opts.splice, &downstream, &upstream, pipes);
-            let to_up = Way { from: Side::Downstream, to: Side::Upstream };
-            let to_down = Way { from: Side::Upstream, to: Side::Downstream };
-            let meter = |bytes| Meter { bytes, spliced: &spliced, last_activity: &last_activity };
+            let to_up = Way {
+                from: Side::Downstream,
+                to: Side::Upstream,
+            };
+            let to_down = Way {
+                from: Side::Upstream,
+                to: Side::Downstream,
+            };
+            let meter = |bytes| Meter {
+                bytes,
+                spliced: &spliced,
+                last_activity: &last_activity,
+            };
             let finish = |r: Result<(), DirError>, side| {
                 r.map(|()| first_closed.set(first_closed.get().or(Some(side))))
             };
@@ -114,7 +124,9 @@ pub async fn relay(
             };
             let both = async {
                 match future::try_zip(up, down).await {
-                    Ok(_) => RelayEnd::Closed { first: first_closed.get().unwrap_or(Side::Downstream) },
+                    Ok(_) => RelayEnd::Closed {
+                        first: first_closed.get().unwrap_or(Side::Downstream),
+                    },
                     Err(DirError { side, error }) => RelayEnd::Error { side, error },
                 }
             };
@@ -136,7 +148,10 @@ pub async fn relay(
 /// Write handles for both sockets: a `dup` of each, wrapped as a glommio
 /// stream of its own (see the module comment for why).
 fn split(downstream: &TcpStream, upstream: &TcpStream) -> io::Result<(TcpStream, TcpStream)> {
-    Ok((socket::dup_stream(downstream)?, socket::dup_stream(upstream)?))
+    Ok((
+        socket::dup_stream(downstream)?,
+        socket::dup_stream(upstream)?,
+    ))
 }
 
 /// Two pipes when splicing is asked for and possible, else none (copy).

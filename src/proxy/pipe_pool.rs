@@ -25,7 +25,11 @@ impl PipePool {
     /// are resized to `pipe_size` bytes when given (kernel default 64 KiB);
     /// a refused resize (EPERM above pipe-max-size) keeps the default.
     pub fn new(max_idle: usize, pipe_size: Option<usize>) -> PipePool {
-        PipePool { idle: RefCell::new(Vec::with_capacity(max_idle)), max_idle, pipe_size }
+        PipePool {
+            idle: RefCell::new(Vec::with_capacity(max_idle)),
+            max_idle,
+            pipe_size,
+        }
     }
 
     /// An empty pipe: a pooled one, else a new one. Fails only when the
@@ -35,7 +39,11 @@ impl PipePool {
             Some(pipe) => pipe,
             None => self.create()?,
         };
-        Ok(PooledPipe { pipe: Some(pipe), pool: self, queued: 0 })
+        Ok(PooledPipe {
+            pipe: Some(pipe),
+            pool: self,
+            queued: 0,
+        })
     }
 
     /// How many idle pipes are kept right now.

@@ -14,7 +14,7 @@
 use std::cell::Cell;
 use std::io;
 use std::net::Shutdown;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Instant;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -27,6 +27,26 @@ use crate::sys::splice;
 /// Copy-mode buffer, allocated once per direction: fixed memory per
 /// connection however much flows through it.
 const COPY_BUF: usize = 64 * 1024;
+
+/// Bytes a direction may move before it yields to the executor. Without
+/// it, a sender faster than the relay keeps the loop busy forever (every
+/// splice and read succeeds at once) and starves the other direction of the
+/// same connection and every other connection of the shard.
+const YIELD_EVERY: u64 = 1 << 20;
+
+/// Counts bytes moved since the last yield and yields when over budget.
+#[derive(Default)]
+struct Budget(u64);
+
+impl Budget {
+    async fn spend(&mut self, n: usize) {
+        self.0 += n as u64;
+        if self.0 >= YIELD_EVERY {
+            self.0 = 0;
+            futures_lite::future::yield_now().await;
+        }
+    }
+}
 
 /// A failure on one side of the connection.
 #[derive(Debug)]
@@ -68,10 +88,16 @@ pub(crate) struct Way {
 
 impl Way {
     fn from_err(self, error: io::Error) -> DirError {
-        DirError { side: self.from, error }
+        DirError {
+            side: self.from,
+            error,
+        }
     }
     fn to_err(self, error: io::Error) -> DirError {
-        DirError { side: self.to, error }
+        DirError {
+            side: self.to,
+            error,
+        }
     }
 }
 
@@ -117,12 +143,14 @@ async fn splice_loop(
     // Ask for a whole pipe per call: the kernel moves what is there.
     let chunk = pipe.pipe().size().unwrap_or(64 * 1024);
     let mut first = true;
+    let mut budget = Budget::default();
     loop {
         match splice::socket_to_pipe(src, pipe_w, chunk) {
             Ok(0) => return Ok(true),
             Ok(n) => {
                 pipe.filled(n);
                 meter.read(n, true);
+                budget.spend(n).await;
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 wait_readable(from).await.map_err(|e| way.from_err(e))?;
@@ -143,8 +171,8 @@ async fn splice_loop(
 async fn drain(
     pipe: &mut PooledPipe<'_>,
     to: &mut TcpStream,
-    dst: i32,
-    pipe_r: i32,
+    dst: RawFd,
+    pipe_r: RawFd,
     way: Way,
     meter: &Meter<'_>,
 ) -> Result<(), DirError> {
@@ -180,7 +208,10 @@ async fn drain(
 /// in io_uring and consumes nothing).
 async fn wait_readable(from: &TcpStream) -> io::Result<()> {
     let mut probe = [0u8; 1];
-    from.peek(&mut probe).await.map(drop).map_err(io::Error::from)
+    from.peek(&mut probe)
+        .await
+        .map(drop)
+        .map_err(io::Error::from)
 }
 
 async fn copy_loop(
@@ -190,6 +221,7 @@ async fn copy_loop(
     meter: &Meter<'_>,
 ) -> Result<(), DirError> {
     let mut buf = vec![0u8; COPY_BUF];
+    let mut budget = Budget::default();
     loop {
         let n = match from.read(&mut buf).await {
             Ok(0) => return Ok(()),
@@ -200,5 +232,6 @@ async fn copy_loop(
         meter.read(n, false);
         to.write_all(&buf[..n]).await.map_err(|e| way.to_err(e))?;
         meter.wrote();
+        budget.spend(n).await;
     }
 }

@@ -74,7 +74,13 @@ impl Pipe {
         let mut n: libc::c_int = 0;
         // SAFETY: FIONREAD writes one c_int through the pointer, which points
         // to a live local c_int.
-        cvt(unsafe { libc::ioctl(self.read.as_raw_fd(), libc::FIONREAD, &mut n as *mut libc::c_int) })?;
+        cvt(unsafe {
+            libc::ioctl(
+                self.read.as_raw_fd(),
+                libc::FIONREAD,
+                &mut n as *mut libc::c_int,
+            )
+        })?;
         Ok(n.max(0) as usize)
     }
 }

@@ -20,7 +20,11 @@ pub fn fd_flags(fd: RawFd) -> io::Result<libc::c_int> {
 /// description, so it also applies to every `dup` of the fd.
 pub fn set_nonblocking(fd: RawFd, on: bool) -> io::Result<()> {
     let flags = fd_flags(fd)?;
-    let new = if on { flags | libc::O_NONBLOCK } else { flags & !libc::O_NONBLOCK };
+    let new = if on {
+        flags | libc::O_NONBLOCK
+    } else {
+        flags & !libc::O_NONBLOCK
+    };
     if new != flags {
         // SAFETY: F_SETFL takes an int argument by value; no memory is shared.
         cvt(unsafe { libc::fcntl(fd, libc::F_SETFL, new) })?;

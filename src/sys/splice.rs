@@ -32,7 +32,10 @@ pub fn pipe_to_socket(pipe_r: RawFd, sock: RawFd, len: usize) -> io::Result<usiz
 /// files here" (old kernel, unsupported socket type) rather than a failure of
 /// the connection: the relay then copies through user space instead.
 pub fn is_unsupported(err: &io::Error) -> bool {
-    matches!(err.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP))
+    matches!(
+        err.raw_os_error(),
+        Some(libc::EINVAL) | Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP)
+    )
 }
 
 #[cfg(test)]
@@ -73,7 +76,10 @@ mod tests {
         }
         assert_eq!(moved, 12);
         assert_eq!(pipe.queued().unwrap(), 12);
-        assert_eq!(pipe_to_socket(pipe.read_fd(), c.as_raw_fd(), 12).unwrap(), 12);
+        assert_eq!(
+            pipe_to_socket(pipe.read_fd(), c.as_raw_fd(), 12).unwrap(),
+            12
+        );
         let mut got = [0u8; 12];
         d.read_exact(&mut got).unwrap();
         assert_eq!(&got, b"hello splice");
@@ -87,7 +93,10 @@ mod tests {
                     assert_eq!(n, 0);
                     break;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock && std::time::Instant::now() < deadline => {
+                Err(e)
+                    if e.kind() == io::ErrorKind::WouldBlock
+                        && std::time::Instant::now() < deadline =>
+                {
                     std::thread::yield_now()
                 }
                 Err(e) => panic!("{e}"),

@@ -12,10 +12,18 @@ const OPENSSL: &[u8] = include_bytes!("../testdata/openssl_s_client.bin");
 
 fn fixtures() -> Vec<(&'static str, &'static [u8], Peek)> {
     vec![
-        ("rustls_sni", RUSTLS_SNI, Peek::Sni("www.example.com".into())),
+        (
+            "rustls_sni",
+            RUSTLS_SNI,
+            Peek::Sni("www.example.com".into()),
+        ),
         ("rustls_no_sni", RUSTLS_NO_SNI, Peek::NoSni),
         ("rustls_pq", RUSTLS_PQ, Peek::Sni("pq.example.net".into())),
-        ("rustls_padded", RUSTLS_PADDED, Peek::Sni("big.example.org".into())),
+        (
+            "rustls_padded",
+            RUSTLS_PADDED,
+            Peek::Sni("big.example.org".into()),
+        ),
         // Asked for "Openssl.Example.ORG." on the command line.
         ("openssl", OPENSSL, Peek::Sni("openssl.example.org".into())),
     ]
@@ -79,12 +87,20 @@ fn every_prefix_is_incomplete_and_the_whole_agrees() {
     // caller re-asks with the longer buffer, so each prefix must wait.
     for (name, bytes, want) in fixtures() {
         for k in 0..bytes.len() {
-            assert_eq!(client_hello_sni(&bytes[..k], DEFAULT_PEEK_CAP), Peek::Incomplete, "{name} at {k}");
+            assert_eq!(
+                client_hello_sni(&bytes[..k], DEFAULT_PEEK_CAP),
+                Peek::Incomplete,
+                "{name} at {k}"
+            );
         }
         // Bytes after the hello (early data, a later record) change nothing.
         let mut more = bytes.to_vec();
         more.extend_from_slice(b"\x17\x03\x03\x00\x01x");
-        assert_eq!(client_hello_sni(&more, DEFAULT_PEEK_CAP), want, "{name} + trailing");
+        assert_eq!(
+            client_hello_sni(&more, DEFAULT_PEEK_CAP),
+            want,
+            "{name} + trailing"
+        );
     }
 }
 
@@ -94,7 +110,11 @@ fn hello_split_across_two_records_anywhere_agrees() {
         let hs = handshake(bytes);
         for cut in 1..hs.len() {
             let framed = frame(hs, &[cut]);
-            assert_eq!(client_hello_sni(&framed, DEFAULT_PEEK_CAP), want, "{name} cut {cut}");
+            assert_eq!(
+                client_hello_sni(&framed, DEFAULT_PEEK_CAP),
+                want,
+                "{name} cut {cut}"
+            );
         }
     }
 }
@@ -105,9 +125,16 @@ fn hello_split_across_many_records_with_tcp_splits_agrees() {
     let cuts: Vec<usize> = (1..hs.len()).step_by(97).collect();
     let framed = frame(hs, &cuts);
     for k in 0..framed.len() {
-        assert_eq!(client_hello_sni(&framed[..k], DEFAULT_PEEK_CAP), Peek::Incomplete, "prefix {k}");
+        assert_eq!(
+            client_hello_sni(&framed[..k], DEFAULT_PEEK_CAP),
+            Peek::Incomplete,
+            "prefix {k}"
+        );
     }
-    assert_eq!(client_hello_sni(&framed, DEFAULT_PEEK_CAP), Peek::Sni("big.example.org".into()));
+    assert_eq!(
+        client_hello_sni(&framed, DEFAULT_PEEK_CAP),
+        Peek::Sni("big.example.org".into())
+    );
 }
 
 #[test]
@@ -117,14 +144,23 @@ fn plain_http_is_not_tls_from_the_first_byte() {
         assert_eq!(client_hello_sni(&get[..k], DEFAULT_PEEK_CAP), Peek::NotTls);
     }
     // SSLv2-compatible hello and a wrong record version are not TLS either.
-    assert_eq!(client_hello_sni(&[0x80, 0x2e, 0x01], DEFAULT_PEEK_CAP), Peek::NotTls);
-    assert_eq!(client_hello_sni(&[0x16, 0x02], DEFAULT_PEEK_CAP), Peek::NotTls);
+    assert_eq!(
+        client_hello_sni(&[0x80, 0x2e, 0x01], DEFAULT_PEEK_CAP),
+        Peek::NotTls
+    );
+    assert_eq!(
+        client_hello_sni(&[0x16, 0x02], DEFAULT_PEEK_CAP),
+        Peek::NotTls
+    );
 }
 
 #[test]
 fn truncated_hello_is_incomplete_and_empty_input_too() {
     assert_eq!(client_hello_sni(&[], DEFAULT_PEEK_CAP), Peek::Incomplete);
-    assert_eq!(client_hello_sni(&RUSTLS_PQ[..700], DEFAULT_PEEK_CAP), Peek::Incomplete);
+    assert_eq!(
+        client_hello_sni(&RUSTLS_PQ[..700], DEFAULT_PEEK_CAP),
+        Peek::Incomplete
+    );
 }
 
 #[test]
@@ -134,7 +170,10 @@ fn hello_over_the_cap_is_too_large() {
     // Known early from the announced handshake length alone.
     assert_eq!(client_hello_sni(&RUSTLS_PADDED[..9], 1024), Peek::TooLarge);
     // Exactly fitting is fine.
-    assert_eq!(client_hello_sni(RUSTLS_PADDED, RUSTLS_PADDED.len()), Peek::Sni("big.example.org".into()));
+    assert_eq!(
+        client_hello_sni(RUSTLS_PADDED, RUSTLS_PADDED.len()),
+        Peek::Sni("big.example.org".into())
+    );
     let mut over = vec![0x16, 3, 1, 0x40, 0x00, 1, 0x01, 0x00, 0x00];
     over.resize(100, 0);
     assert_eq!(client_hello_sni(&over, DEFAULT_PEEK_CAP), Peek::TooLarge);
@@ -145,21 +184,42 @@ fn malformed_framing_is_invalid_with_a_reason() {
     let hs = handshake(RUSTLS_SNI);
     let mut interleaved = frame(&hs[..10], &[]);
     interleaved.extend_from_slice(&[0x15, 3, 3, 0, 2, 2, 40]);
-    assert_eq!(client_hello_sni(&interleaved, DEFAULT_PEEK_CAP), Peek::Invalid("unexpected record type"));
-    assert_eq!(client_hello_sni(&[0x16, 3, 1, 0, 0], DEFAULT_PEEK_CAP), Peek::Invalid("empty handshake record"));
-    assert_eq!(client_hello_sni(&[0x16, 3, 1, 0x48, 0x01], DEFAULT_PEEK_CAP), Peek::Invalid("record too long"));
+    assert_eq!(
+        client_hello_sni(&interleaved, DEFAULT_PEEK_CAP),
+        Peek::Invalid("unexpected record type")
+    );
+    assert_eq!(
+        client_hello_sni(&[0x16, 3, 1, 0, 0], DEFAULT_PEEK_CAP),
+        Peek::Invalid("empty handshake record")
+    );
+    assert_eq!(
+        client_hello_sni(&[0x16, 3, 1, 0x48, 0x01], DEFAULT_PEEK_CAP),
+        Peek::Invalid("record too long")
+    );
     let server_hello = [0x16, 3, 3, 0, 4, 2, 0, 0, 0];
-    assert_eq!(client_hello_sni(&server_hello, DEFAULT_PEEK_CAP), Peek::Invalid("not a client hello"));
+    assert_eq!(
+        client_hello_sni(&server_hello, DEFAULT_PEEK_CAP),
+        Peek::Invalid("not a client hello")
+    );
     let mut bad_body = RUSTLS_SNI.to_vec();
     bad_body[RECORD_HEADER + HANDSHAKE_HEADER + 2 + 32] = 200; // session id longer than the message
-    assert_eq!(client_hello_sni(&bad_body, DEFAULT_PEEK_CAP), Peek::Invalid("malformed client hello"));
+    assert_eq!(
+        client_hello_sni(&bad_body, DEFAULT_PEEK_CAP),
+        Peek::Invalid("malformed client hello")
+    );
 }
 
 #[test]
 fn server_names_are_validated_and_normalized() {
     let sni = |n: &[u8]| client_hello_sni(&synthetic(&[n]), DEFAULT_PEEK_CAP);
-    assert_eq!(sni(b"Mixed.Case.Example."), Peek::Sni("mixed.case.example".into()));
-    assert_eq!(sni(b"under_score.example"), Peek::Sni("under_score.example".into()));
+    assert_eq!(
+        sni(b"Mixed.Case.Example."),
+        Peek::Sni("mixed.case.example".into())
+    );
+    assert_eq!(
+        sni(b"under_score.example"),
+        Peek::Sni("under_score.example".into())
+    );
     assert_eq!(sni(b"10.0.0.1"), Peek::Invalid("ip literal"));
     assert_eq!(sni(b"::1"), Peek::Invalid("ip literal"));
     assert_eq!(sni(b"127.1"), Peek::Invalid("ip literal"));
@@ -171,7 +231,10 @@ fn server_names_are_validated_and_normalized() {
     assert_eq!(sni(&[0xff, 0xfe]), Peek::Invalid("invalid name"));
     assert_eq!(sni(&[b'a'; 64]), Peek::Invalid("invalid name"));
     let two = synthetic(&[b"a.example", b"b.example"]);
-    assert_eq!(client_hello_sni(&two, DEFAULT_PEEK_CAP), Peek::Invalid("multiple server names"));
+    assert_eq!(
+        client_hello_sni(&two, DEFAULT_PEEK_CAP),
+        Peek::Invalid("multiple server names")
+    );
 }
 
 /// xorshift64*: deterministic, dependency-free randomness for the fuzz loops.
@@ -219,10 +282,16 @@ fn random_record_splits_agree_with_the_whole() {
     for (name, bytes, want) in fixtures() {
         let hs = handshake(bytes);
         for _ in 0..200 {
-            let mut cuts: Vec<usize> = (0..rng.below(6)).map(|_| 1 + rng.below(hs.len() - 1)).collect();
+            let mut cuts: Vec<usize> = (0..rng.below(6))
+                .map(|_| 1 + rng.below(hs.len() - 1))
+                .collect();
             cuts.sort_unstable();
             cuts.dedup();
-            assert_eq!(client_hello_sni(&frame(hs, &cuts), DEFAULT_PEEK_CAP), want, "{name} {cuts:?}");
+            assert_eq!(
+                client_hello_sni(&frame(hs, &cuts), DEFAULT_PEEK_CAP),
+                want,
+                "{name} {cuts:?}"
+            );
         }
     }
 }
