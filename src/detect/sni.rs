@@ -144,11 +144,7 @@ pub fn client_hello_sni(buf: &[u8], cap: usize) -> Peek {
 /// Parses one complete handshake message known to be a ClientHello.
 fn parse_hello(msg: &[u8]) -> Peek {
     let ext = match parse_tls_message_handshake(msg) {
-        Ok((rest, TlsMessage::Handshake(TlsMessageHandshake::ClientHello(hello))))
-            if rest.is_empty() =>
-        {
-            hello.ext
-        }
+        Ok(([], TlsMessage::Handshake(TlsMessageHandshake::ClientHello(hello)))) => hello.ext,
         _ => return Peek::Invalid("malformed client hello"),
     };
     match ext {
@@ -187,7 +183,7 @@ fn find_sni(mut ext: &[u8]) -> Peek {
 
 fn server_name(body: &[u8]) -> Peek {
     let names = match parse_tls_extension_sni_content(body) {
-        Ok((rest, TlsExtension::SNI(names))) if rest.is_empty() => names,
+        Ok(([], TlsExtension::SNI(names))) => names,
         _ => return Peek::Invalid("malformed server_name"),
     };
     // tls-parser stops quietly at a malformed entry: make sure every byte of

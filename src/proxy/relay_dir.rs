@@ -87,13 +87,13 @@ pub(crate) struct Way {
 }
 
 impl Way {
-    fn from_err(self, error: io::Error) -> DirError {
+    fn source_err(self, error: io::Error) -> DirError {
         DirError {
             side: self.from,
             error,
         }
     }
-    fn to_err(self, error: io::Error) -> DirError {
+    fn dest_err(self, error: io::Error) -> DirError {
         DirError {
             side: self.to,
             error,
@@ -112,7 +112,7 @@ pub(crate) async fn run(
     meter: Meter<'_>,
 ) -> Result<(), DirError> {
     if !replay.is_empty() {
-        to.write_all(replay).await.map_err(|e| way.to_err(e))?;
+        to.write_all(replay).await.map_err(|e| way.dest_err(e))?;
         meter.read(replay.len(), false);
     }
     let spliced = match pipe {
@@ -124,7 +124,7 @@ pub(crate) async fn run(
     }
     match to.shutdown(Shutdown::Write).await.map_err(io::Error::from) {
         // The peer may be gone already; the other direction will say so.
-        Err(e) if e.kind() != io::ErrorKind::NotConnected => Err(way.to_err(e)),
+        Err(e) if e.kind() != io::ErrorKind::NotConnected => Err(way.dest_err(e)),
         _ => Ok(()),
     }
 }
@@ -153,14 +153,14 @@ async fn splice_loop(
                 budget.spend(n).await;
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                wait_readable(from).await.map_err(|e| way.from_err(e))?;
+                wait_readable(from).await.map_err(|e| way.source_err(e))?;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if first && splice::is_unsupported(&e) => {
                 tracing::debug!(error = %e, "splice unsupported here, copying instead");
                 return Ok(false);
             }
-            Err(e) => return Err(way.from_err(e)),
+            Err(e) => return Err(way.source_err(e)),
         }
         first = false;
         drain(pipe, to, dst, pipe_r, way, meter).await?;
@@ -178,7 +178,7 @@ async fn drain(
 ) -> Result<(), DirError> {
     while pipe.queued() > 0 {
         match splice::pipe_to_socket(pipe_r, dst, pipe.queued()) {
-            Ok(0) => return Err(way.to_err(io::ErrorKind::WriteZero.into())),
+            Ok(0) => return Err(way.dest_err(io::ErrorKind::WriteZero.into())),
             Ok(n) => {
                 pipe.drained(n);
                 meter.wrote();
@@ -191,14 +191,16 @@ async fn drain(
                 let n = match pipe.pipe().read(&mut byte) {
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(way.to_err(e)),
+                    Err(e) => return Err(way.dest_err(e)),
                 };
                 pipe.drained(n);
-                to.write_all(&byte[..n]).await.map_err(|e| way.to_err(e))?;
+                to.write_all(&byte[..n])
+                    .await
+                    .map_err(|e| way.dest_err(e))?;
                 meter.wrote();
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(way.to_err(e)),
+            Err(e) => return Err(way.dest_err(e)),
         }
     }
     Ok(())
@@ -227,10 +229,10 @@ async fn copy_loop(
             Ok(0) => return Ok(()),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(way.from_err(e)),
+            Err(e) => return Err(way.source_err(e)),
         };
         meter.read(n, false);
-        to.write_all(&buf[..n]).await.map_err(|e| way.to_err(e))?;
+        to.write_all(&buf[..n]).await.map_err(|e| way.dest_err(e))?;
         meter.wrote();
         budget.spend(n).await;
     }
