@@ -45,36 +45,39 @@ fn one_run(splice: bool, pipe_size: Option<usize>) -> Run {
     });
     let (addr_tx, addr_rx) = mpsc::channel::<SocketAddr>();
     let (out_tx, out_rx) = mpsc::channel();
-    thread::spawn(move || {
-        let ex = LocalExecutorBuilder::new(Placement::Unbound)
-            .io_memory(1 << 20)
-            .make()
-            .unwrap();
-        ex.run(async move {
-            let listener = glommio::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            addr_tx.send(listener.local_addr().unwrap()).unwrap();
-            let down = listener.accept().await.unwrap();
-            let up = glommio::net::TcpStream::connect(sink_addr).await.unwrap();
-            let pool = PipePool::new(4, pipe_size);
-            let opts = RelayOptions {
-                idle_timeout: Duration::from_secs(60),
-                splice,
-            };
-            let (cpu0, t0) = (thread_cpu_time().unwrap(), Instant::now());
-            let outcome = relay(down, up, &[], &opts, &pool).await;
-            let run = Run {
-                cpu: thread_cpu_time().unwrap() - cpu0,
-                wall: t0.elapsed(),
-                bytes: outcome.bytes_from_downstream,
-            };
-            assert!(
-                matches!(outcome.end, RelayEnd::Closed { .. }),
-                "{:?}",
-                outcome.end
-            );
-            let _ = out_tx.send(run);
-        });
-    });
+    let relay_thread = thread::Builder::new().name("relay".into());
+    relay_thread
+        .spawn(move || {
+            let ex = LocalExecutorBuilder::new(Placement::Unbound)
+                .io_memory(1 << 20)
+                .make()
+                .unwrap();
+            ex.run(async move {
+                let listener = glommio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                addr_tx.send(listener.local_addr().unwrap()).unwrap();
+                let down = listener.accept().await.unwrap();
+                let up = glommio::net::TcpStream::connect(sink_addr).await.unwrap();
+                let pool = PipePool::new(4, pipe_size);
+                let opts = RelayOptions {
+                    idle_timeout: Duration::from_secs(60),
+                    splice,
+                };
+                let (cpu0, t0) = (thread_cpu_time().unwrap(), Instant::now());
+                let outcome = relay(down, up, &[], &opts, &pool).await;
+                let run = Run {
+                    cpu: thread_cpu_time().unwrap() - cpu0,
+                    wall: t0.elapsed(),
+                    bytes: outcome.bytes_from_downstream,
+                };
+                assert!(
+                    matches!(outcome.end, RelayEnd::Closed { .. }),
+                    "{:?}",
+                    outcome.end
+                );
+                let _ = out_tx.send(run);
+            });
+        })
+        .unwrap();
     let mut client = TcpStream::connect(addr_rx.recv_timeout(BOUND).unwrap()).unwrap();
     let buf = vec![0x5au8; 256 * 1024];
     let mut sent = 0u64;
@@ -96,8 +99,11 @@ fn relay_cpu_per_gigabyte() {
         ("splice 256K pipe", true, Some(256 * 1024)),
         ("copy 64K buffer", false, None),
     ];
+    // EGRESSD_BENCH_ONLY=splice (a substring of the names) runs one mode,
+    // e.g. under `perf record`.
+    let only = std::env::var("EGRESSD_BENCH_ONLY").unwrap_or_default();
     for round in 0..3 {
-        for (name, splice, pipe) in modes {
+        for (name, splice, pipe) in modes.into_iter().filter(|m| m.0.contains(&only)) {
             let r = one_run(splice, pipe);
             let gb = r.bytes as f64 / 1e9;
             println!(

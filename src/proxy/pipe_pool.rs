@@ -4,7 +4,8 @@
 //! pipe2/close pair, and bounds how many it keeps. A pipe only goes back when
 //! the relay proved it empty: a pipe with bytes still inside (connection
 //! ended mid-transfer) is closed, since those bytes belong to nobody now.
-//! Not `Send`: one pool per shard, used from that shard's tasks only.
+//! Not `Sync` (a `RefCell` inside): one pool per shard, used from that
+//! shard's tasks only.
 
 use std::cell::RefCell;
 use std::io;
