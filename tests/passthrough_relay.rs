@@ -18,12 +18,13 @@ const BOUND: Duration = Duration::from_secs(120);
 const CHUNK: usize = 64 * 1024;
 
 /// Starts a relay for one connection on a fresh executor thread: accepts on
-/// the returned address, connects to `upstream`, relays, sends the outcome.
+/// the returned address, connects to `upstream`, relays, sends the outcome
+/// and how many pipes the shard's pool holds afterwards.
 fn start_relay(
     upstream: SocketAddr,
     replay: Vec<u8>,
     opts: RelayOptions,
-) -> (SocketAddr, mpsc::Receiver<RelayOutcome>) {
+) -> (SocketAddr, mpsc::Receiver<(RelayOutcome, usize)>) {
     let (addr_tx, addr_rx) = mpsc::channel();
     let (out_tx, out_rx) = mpsc::channel();
     thread::spawn(move || {
@@ -38,7 +39,7 @@ fn start_relay(
             let up = glommio::net::TcpStream::connect(upstream).await.unwrap();
             let pool = PipePool::new(4, None);
             let outcome = relay(down, up, &replay, &opts, &pool).await;
-            let _ = out_tx.send(outcome);
+            let _ = out_tx.send((outcome, pool.idle()));
         });
     });
     (addr_rx.recv_timeout(BOUND).unwrap(), out_rx)
@@ -123,7 +124,7 @@ fn bulk_both_ways(splice: bool) {
         (TOTAL, server_sent),
         "upstream -> client intact"
     );
-    let outcome = outcome.recv_timeout(BOUND).unwrap();
+    let (outcome, idle_pipes) = outcome.recv_timeout(BOUND).unwrap();
     assert!(
         matches!(outcome.end, RelayEnd::Closed { .. }),
         "{:?}",
@@ -133,6 +134,8 @@ fn bulk_both_ways(splice: bool) {
     assert_eq!(outcome.bytes_from_upstream, TOTAL as u64);
     let expect_spliced = if splice { 2 * TOTAL as u64 } else { 0 };
     assert_eq!(outcome.bytes_spliced, expect_spliced);
+    // Both pipes came back empty and were pooled for the next connection.
+    assert_eq!(idle_pipes, if splice { 2 } else { 0 });
 }
 
 #[test]
@@ -172,8 +175,9 @@ fn replay_first(splice: bool) {
     client.write_all(b"after").unwrap();
     client.shutdown(Shutdown::Write).unwrap();
     assert_eq!(server.join().unwrap(), b"\x16\x03\x01peeked-hello|after");
-    let outcome = outcome.recv_timeout(BOUND).unwrap();
+    let (outcome, idle_pipes) = outcome.recv_timeout(BOUND).unwrap();
     assert_eq!(outcome.bytes_from_downstream, (replay.len() + 5) as u64);
+    assert_eq!(idle_pipes, if splice { 2 } else { 0 });
     assert!(
         matches!(
             outcome.end,
@@ -211,11 +215,15 @@ fn idle_connection_is_ended_by_the_idle_timeout() {
     let (addr, outcome) = start_relay(up_addr, Vec::new(), opts);
     let mut client = TcpStream::connect(addr).unwrap();
     client.write_all(b"one message, then silence").unwrap();
-    let outcome = outcome.recv_timeout(BOUND).unwrap();
+    let (outcome, idle_pipes) = outcome.recv_timeout(BOUND).unwrap();
     assert!(
         matches!(outcome.end, RelayEnd::IdleTimeout),
         "{:?}",
         outcome.end
+    );
+    assert_eq!(
+        idle_pipes, 2,
+        "the 25 bytes were delivered: both pipes are empty"
     );
     // Both sides were closed by the relay.
     assert_eq!(server.join().unwrap().0, 25);
@@ -253,7 +261,7 @@ fn upstream_reset(splice: bool) {
         }
     });
     server.join().unwrap();
-    let outcome = outcome.recv_timeout(BOUND).unwrap();
+    let (outcome, _) = outcome.recv_timeout(BOUND).unwrap();
     assert!(
         matches!(
             outcome.end,
