@@ -4,6 +4,7 @@ pub mod admin;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod detect;
 pub mod error;
 pub mod listener;
 pub mod obs;
