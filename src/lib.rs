@@ -1,3 +1,4 @@
 //! egressd: a thread-per-core egress gateway that reads Istio resources.
 
 pub mod config;
+pub mod obs;

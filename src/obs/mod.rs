@@ -1,0 +1,8 @@
+//! Observability: per-shard counters and histograms with Envoy's names, merged at scrape
+//! time, and the access log (formats and the writer thread).
+//!
+//! Nothing here touches sockets or routing: the data path fills records and bumps
+//! counters; the admin server renders what `stats_hub` merges.
+
+pub mod access_log;
+pub mod log_format;
