@@ -6,3 +6,4 @@
 
 pub mod access_log;
 pub mod log_format;
+pub mod log_writer;
