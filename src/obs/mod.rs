@@ -5,5 +5,11 @@
 //! counters; the admin server renders what `stats_hub` merges.
 
 pub mod access_log;
+pub mod histogram;
 pub mod log_format;
 pub mod log_writer;
+pub mod shard_stats;
+pub mod stats;
+pub mod stats_hub;
+pub mod stats_render;
+pub mod stats_snapshot;
