@@ -5,6 +5,7 @@
 //! counters; the admin server renders what `stats_hub` merges.
 
 pub mod access_log;
+pub mod format_parser;
 pub mod histogram;
 pub mod log_format;
 pub mod log_writer;
@@ -13,3 +14,4 @@ pub mod stats;
 pub mod stats_hub;
 pub mod stats_render;
 pub mod stats_snapshot;
+pub mod stats_tls;
