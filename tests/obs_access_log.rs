@@ -176,6 +176,11 @@ fn custom_format_uses_the_same_operators_and_ends_each_record_with_a_newline() {
     let from_config =
         LogFormat::from_config(&AccessLogFormat::Custom("%BYTES_SENT%\n".into())).unwrap();
     assert_eq!(render(&from_config, &tcp_record()), "1879689\n");
+    // Even an empty format yields one line per record.
+    let mut two = String::new();
+    compile_format("").unwrap().render(&tcp_record(), &mut two);
+    compile_format("").unwrap().render(&tcp_record(), &mut two);
+    assert_eq!(two, "\n\n");
 }
 
 #[test]

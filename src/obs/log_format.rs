@@ -1,8 +1,8 @@
 //! Access-log formats: Envoy format strings compiled once, and Istio's JSON encoding.
 //!
-//! Owns: the parser for Envoy format strings (`compile_format`) into literal/operator
-//! pieces, the `istio` format (Istio 1.3's default string, compiled by the same parser so
-//! there is one formatter), the `json` format (Istio's keys), and rendering a record.
+//! Owns: `LogFormat` (a custom Envoy string compiled by `format_parser`; the `istio`
+//! format, Istio 1.3's default string compiled by the same parser so there is one
+//! formatter; the `json` format with Istio's keys), operator evaluation, and rendering.
 //! Must not: do I/O or run on a shard: rendering happens on the log writer thread.
 //! Rendering allocates nothing: values are written straight into the caller's buffer.
 
@@ -104,6 +104,7 @@ impl LogFormat {
     pub fn render(&self, rec: &AccessRecord, out: &mut String) {
         match &self.kind {
             Kind::Text(pieces) => {
+                let line_start = out.len();
                 for piece in pieces {
                     match piece {
                         Piece::Literal(s) => out.push_str(s),
@@ -116,7 +117,7 @@ impl LogFormat {
                         }
                     }
                 }
-                if !out.ends_with('\n') {
+                if out.len() == line_start || !out.ends_with('\n') {
                     out.push('\n');
                 }
             }

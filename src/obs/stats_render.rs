@@ -59,33 +59,27 @@ pub fn render_envoy_text(stats: &MergedStats, filter: Option<&Regex>) -> String 
 /// Envoy's `GET /stats/prometheus`: families sorted, each with one `# TYPE` line;
 /// histograms as `_bucket{le=...}` over Envoy's default bounds, `_sum` and `_count`.
 pub fn render_prometheus(stats: &MergedStats) -> String {
+    // family name -> (TYPE, sample lines); a family's samples must be contiguous.
     let mut families: BTreeMap<String, (&'static str, Vec<String>)> = BTreeMap::new();
-    let mut sample =
-        |kind: &'static str, key: &StatKey, lines: &mut dyn FnMut(&str, &str, &mut Vec<String>)| {
-            let (family, labels) = prometheus_name(key);
-            let entry = families.entry(family.clone()).or_insert((kind, Vec::new()));
-            lines(&family, &labels, &mut entry.1);
-        };
     for (kind, map) in [("counter", &stats.counters), ("gauge", &stats.gauges)] {
         for (key, v) in map {
-            sample(kind, key, &mut |family, labels, out| {
-                out.push(format!("{family}{} {v}", braces(labels)));
-            });
+            let (family, labels) = prometheus_name(key);
+            let line = format!("{family}{} {v}", braces(&labels));
+            families
+                .entry(family)
+                .or_insert((kind, Vec::new()))
+                .1
+                .push(line);
         }
     }
     for (key, h) in &stats.histograms {
-        sample("histogram", key, &mut |family, labels, out| {
-            let sep = if labels.is_empty() { "" } else { "," };
-            for (le, n) in h.cumulative_buckets() {
-                out.push(format!("{family}_bucket{{{labels}{sep}le=\"{le}\"}} {n}"));
-            }
-            out.push(format!(
-                "{family}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
-                h.count()
-            ));
-            out.push(format!("{family}_sum{} {}", braces(labels), h.sum_ms()));
-            out.push(format!("{family}_count{} {}", braces(labels), h.count()));
-        });
+        let (family, labels) = prometheus_name(key);
+        let lines = histogram_lines(&family, &labels, h);
+        families
+            .entry(family)
+            .or_insert(("histogram", Vec::new()))
+            .1
+            .extend(lines);
     }
     let mut out = String::new();
     for (family, (kind, lines)) in families {
@@ -96,6 +90,21 @@ pub fn render_prometheus(stats: &MergedStats) -> String {
         }
     }
     out
+}
+
+fn histogram_lines(family: &str, labels: &str, h: &Histogram) -> Vec<String> {
+    let sep = if labels.is_empty() { "" } else { "," };
+    let mut lines: Vec<String> = h
+        .cumulative_buckets()
+        .map(|(le, n)| format!("{family}_bucket{{{labels}{sep}le=\"{le}\"}} {n}"))
+        .collect();
+    lines.push(format!(
+        "{family}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
+        h.count()
+    ));
+    lines.push(format!("{family}_sum{} {}", braces(labels), h.sum_ms()));
+    lines.push(format!("{family}_count{} {}", braces(labels), h.count()));
+    lines
 }
 
 fn braces(labels: &str) -> String {
