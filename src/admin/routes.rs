@@ -12,6 +12,7 @@ pub fn dispatch(method: &str, target: &str, control: &Control) -> Response {
         ("GET" | "HEAD", "/healthz") => Response::text(200, "OK\n"),
         ("GET", "/server_info") => server_info(control),
         ("GET", "/stats") => super::stats::text(control, query),
+        ("GET", "/stats/prometheus") => super::stats::prometheus(control),
         ("POST", "/reload") => match control.reload() {
             Ok(generation) => Response::text(200, format!("reloaded generation={generation}\n")),
             Err(errors) => {

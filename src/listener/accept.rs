@@ -9,6 +9,7 @@ use std::time::Duration;
 use glommio::net::{TcpListener, TcpStream};
 
 use crate::config::model::Protocol;
+use crate::obs::stats::{HttpConnManagerStats, ListenerDeny, ListenerStats};
 use crate::proxy::http1::conn::{serve, DownstreamInfo};
 use crate::runtime::shard::Shard;
 
@@ -18,6 +19,8 @@ pub struct ListenerCtx {
     pub protocol: Protocol,
     /// Connections open on this listener on this shard.
     pub active: Rc<Cell<u64>>,
+    pub stats: Rc<ListenerStats>,
+    pub http_stats: Rc<HttpConnManagerStats>,
 }
 
 /// Accepts until `stop` says so. EMFILE/ENFILE back off instead of spinning.
@@ -52,7 +55,7 @@ pub async fn accept_loop(
             }
         };
         if !admit(&shard, &ctx) {
-            shard.stats.listener_denied(ctx.gateway_port, "overflow");
+            ctx.stats.deny(ListenerDeny::Overflow);
             drop(stream);
             continue;
         }
@@ -60,10 +63,13 @@ pub async fn accept_loop(
         let ctx2 = ctx.clone();
         glommio::spawn_local(async move {
             ctx2.active.set(ctx2.active.get() + 1);
-            shard2.conn_opened(ctx2.gateway_port);
+            shard2.conn_opened();
+            ctx2.stats.downstream_cx_total.inc();
+            ctx2.stats.downstream_cx_active.inc();
             handle(shard2.clone(), stream, &ctx2).await;
             ctx2.active.set(ctx2.active.get() - 1);
-            shard2.conn_closed(ctx2.gateway_port);
+            shard2.conn_closed();
+            ctx2.stats.downstream_cx_active.dec();
         })
         .detach();
     }
@@ -88,6 +94,7 @@ async fn handle(shard: Rc<Shard>, stream: TcpStream, ctx: &ListenerCtx) {
     };
     let _ = stream.set_nodelay(true);
     let info = DownstreamInfo {
+        http_stats: ctx.http_stats.clone(),
         peer,
         local,
         gateway_port: ctx.gateway_port,

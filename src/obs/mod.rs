@@ -1,5 +1,34 @@
-//! Observability: per-shard counters and the access log.
+//! Observability: per-shard counters and histograms with Envoy's names, merged at scrape
+//! time, and the access log (formats and the writer thread).
+//!
+//! Nothing here touches sockets or routing: the data path fills records and bumps
+//! counters; the admin server renders what `stats_hub` merges.
+//!
+//! Wiring (control thread, then each shard `i`):
+//! ```text
+//! let format = LogFormat::from_config(&cfg.access_log.format)?;          // FormatError -> exit 1
+//! let (writer, senders) = spawn_writer(&cfg.access_log.path, format, shards, 16384)?;
+//! signal_hook::flag::register(SIGUSR1, writer.reopen_flag())?;
+//! let hub = StatsHub::new(shards);
+//! hub.add_global_counter(STAT_WRITTEN, { let c = writer.counters(); move || c.written.load(Relaxed) });
+//! // on shard i, inside its executor:
+//! let stats = Rc::new(ShardStats::new());
+//! let log = Rc::new(sender_i);
+//! stats.add_counter_source(STAT_DROPPED, { let l = log.clone(); move || l.dropped() });
+//! glommio::spawn_local(run_publisher(hub.clone(), i, stats.clone(), Duration::from_secs(5))).detach();
+//! // admin: let scrape = hub.refresh(Duration::from_millis(200));
+//! //        render_envoy_text(&scrape.stats, filter.as_ref()) / render_prometheus(&scrape.stats)
+//! ```
 
+pub mod access_log;
+pub mod format_parser;
+pub mod histogram;
+pub mod log_format;
+pub mod log_writer;
 pub mod logging;
 pub mod shard_stats;
-pub mod sink;
+pub mod stats;
+pub mod stats_hub;
+pub mod stats_render;
+pub mod stats_snapshot;
+pub mod stats_tls;

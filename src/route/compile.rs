@@ -111,7 +111,7 @@ fn bind_http_routes(
                 } else {
                     gateways
                 };
-                effective.iter().any(|g| *g == server.gateway)
+                effective.contains(&server.gateway)
             };
             let matches: Vec<&model::HttpMatch> = route
                 .matches

@@ -11,12 +11,15 @@ use std::sync::{Arc, Mutex};
 use crate::config::diag::Diagnostic;
 use crate::config::model::Config;
 use crate::config::{load, LoadMode};
+use crate::obs::stats_hub::StatsHub;
 use crate::route::compile::compile;
 use crate::route::table::Snapshot;
 use crate::runtime::snapshot::{new_cell, SnapshotCell};
 
 pub struct Control {
     pub cell: SnapshotCell,
+    /// Where shards publish their counters and the admin server merges them.
+    pub stats: Arc<StatsHub>,
     path: PathBuf,
     current: Mutex<(Arc<Config>, u64)>,
     dns_answers: Mutex<HashMap<String, Vec<IpAddr>>>,
@@ -37,6 +40,7 @@ impl Control {
         let snapshot = compile(config.clone(), 1, &|_| None);
         Arc::new(Control {
             cell: new_cell(snapshot),
+            stats: StatsHub::new(shards),
             path: path.to_path_buf(),
             current: Mutex::new((config, 1)),
             dns_answers: Mutex::new(HashMap::new()),
@@ -73,6 +77,7 @@ impl Control {
             }
             Err(errors) => {
                 self.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                // The old snapshot keeps serving; nothing was swapped.
                 for e in &errors {
                     tracing::error!("reload rejected: {e}");
                 }

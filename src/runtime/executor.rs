@@ -18,12 +18,16 @@ use super::shard::Shard;
 use crate::config::model::Protocol;
 use crate::listener::accept::{accept_loop, ListenerCtx};
 use crate::listener::bind::bind_reuseport;
-use crate::obs::sink::LogSink;
+use crate::obs::log_writer::{AccessLogSender, STAT_DROPPED};
+use crate::obs::shard_stats::listener_stat_name;
+use crate::obs::stats_hub::run_publisher;
 
 /// glommio registers this much memory per executor for its io_uring buffers; egressd does
 /// socket I/O only, so a small amount keeps the locked-memory need low (see README).
 pub const IO_MEMORY: usize = 512 * 1024;
 const TICK: Duration = Duration::from_millis(100);
+/// How often a shard publishes its counters without being asked (scrapes ask anyway).
+const STATS_PERIOD: Duration = Duration::from_secs(5);
 
 /// What a shard reports to the control thread once.
 pub enum ShardReport {
@@ -35,7 +39,7 @@ pub fn spawn_shard(
     id: usize,
     cpu: usize,
     control: Arc<Control>,
-    log: LogSink,
+    log: AccessLogSender,
     reports: Sender<ShardReport>,
 ) -> std::io::Result<glommio::ExecutorJoinHandle<()>> {
     LocalExecutorBuilder::new(Placement::Fixed(cpu))
@@ -52,8 +56,24 @@ struct Bound {
     stop: Rc<Cell<bool>>,
 }
 
-async fn run_shard(id: usize, control: Arc<Control>, log: LogSink, reports: Sender<ShardReport>) {
+async fn run_shard(
+    id: usize,
+    control: Arc<Control>,
+    log: AccessLogSender,
+    reports: Sender<ShardReport>,
+) {
     let shard = Rc::new(Shard::new(id, control.shards, control.cell.clone(), log));
+    let sender = shard.log_sender();
+    shard
+        .stats
+        .add_counter_source(STAT_DROPPED, move || sender.dropped());
+    let publisher = glommio::spawn_local(run_publisher(
+        control.stats.clone(),
+        id,
+        shard.stats.clone(),
+        STATS_PERIOD,
+    ))
+    .detach();
     let mut bound: HashMap<ListenerKey, Bound> = HashMap::new();
     if let Err((addr, e)) = reconcile(&shard, &mut bound) {
         let _ = reports.send(ShardReport::BindFailed(id, addr, e));
@@ -85,6 +105,7 @@ async fn run_shard(id: usize, control: Arc<Control>, log: LogSink, reports: Send
     while shard.open_connections() > 0 && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(20)).await;
     }
+    publisher.cancel();
     tracing::debug!(shard = id, left = shard.open_connections(), "shard drained");
 }
 
@@ -113,10 +134,13 @@ fn reconcile(
         }
         let listener = bind_reuseport(key.1).map_err(|e| (key.1, e))?;
         let stop = Rc::new(Cell::new(false));
+        let stat_name = listener_stat_name(key.1);
         let ctx = ListenerCtx {
             gateway_port: key.0,
             protocol: key.2,
             active: Rc::new(Cell::new(0)),
+            stats: shard.stats.listener(key.1),
+            http_stats: shard.stats.http(&stat_name),
         };
         let task =
             glommio::spawn_local(accept_loop(shard.clone(), listener, ctx, stop.clone())).detach();

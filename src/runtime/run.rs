@@ -16,7 +16,10 @@ use super::executor::{spawn_shard, ShardReport};
 use crate::config::model::{Config, Protocol};
 use crate::config::{load, LoadMode};
 use crate::listener::bind::InstanceLock;
-use crate::obs::sink::LogSink;
+use crate::obs::log_format::LogFormat;
+use crate::obs::log_writer::{
+    spawn_writer, AccessLogWriter, STAT_REOPEN_FAILED, STAT_WRITE_FAILED, STAT_WRITTEN,
+};
 
 pub struct RunArgs {
     pub config: PathBuf,
@@ -50,6 +53,14 @@ pub fn run(args: RunArgs) -> u8 {
             return EXIT_CONFIG;
         }
     };
+    let format = match LogFormat::from_config(&loaded.config.gateway.access_log.format) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("{}: accessLog.format: {e}", args.config.display());
+            return EXIT_CONFIG;
+        }
+    };
+    let log_path = loaded.config.gateway.access_log.path.clone();
     let control = Control::new(&args.config, loaded.config, cpus.len());
     let snapshot = control.snapshot();
     let addrs: Vec<_> = snapshot.listeners.iter().map(|l| l.bind).collect();
@@ -60,11 +71,19 @@ pub fn run(args: RunArgs) -> u8 {
             return EXIT_RUNTIME;
         }
     };
+    let (writer, senders) = match spawn_writer(&log_path, format, cpus.len(), LOG_QUEUE) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::error!(path = %log_path, error = %e, "cannot open the access log");
+            return EXIT_RUNTIME;
+        }
+    };
+    register_writer_stats(&control, &writer);
     let (tx, rx) = mpsc::channel();
     let mut handles = Vec::new();
-    for (id, cpu) in cpus.iter().copied().enumerate() {
+    for ((id, cpu), sender) in cpus.iter().copied().enumerate().zip(senders) {
         tracing::info!(shard = id, cpu, "starting shard");
-        match spawn_shard(id, cpu, control.clone(), LogSink, tx.clone()) {
+        match spawn_shard(id, cpu, control.clone(), sender, tx.clone()) {
             Ok(h) => handles.push(h),
             Err(e) => {
                 tracing::error!(shard = id, cpu, error = %e, "cannot start shard");
@@ -109,12 +128,36 @@ pub fn run(args: RunArgs) -> u8 {
     if let Err(e) = super::dns_thread::spawn(control.clone()) {
         tracing::error!(error = %e, "cannot start the DNS thread");
     }
-    serve_signals(&control);
-    stop(&control, handles, 0)
+    serve_signals(&control, &writer);
+    let code = stop(&control, handles, 0);
+    writer.shutdown();
+    code
+}
+
+/// Records per shard queue between the shards and the access-log writer.
+const LOG_QUEUE: usize = 4096;
+
+fn register_writer_stats(control: &Control, writer: &AccessLogWriter) {
+    let c = writer.counters();
+    control
+        .stats
+        .add_global_counter(STAT_WRITTEN, move || c.written.load(Ordering::Relaxed));
+    let c = writer.counters();
+    control
+        .stats
+        .add_global_counter(STAT_WRITE_FAILED, move || {
+            c.write_failed.load(Ordering::Relaxed)
+        });
+    let c = writer.counters();
+    control
+        .stats
+        .add_global_counter(STAT_REOPEN_FAILED, move || {
+            c.reopen_failed.load(Ordering::Relaxed)
+        });
 }
 
 /// Blocks on signals until SIGTERM/SIGINT.
-fn serve_signals(control: &Arc<Control>) {
+fn serve_signals(control: &Arc<Control>, writer: &AccessLogWriter) {
     let mut signals = match Signals::new([SIGHUP, SIGTERM, SIGINT, SIGUSR1]) {
         Ok(s) => s,
         Err(e) => {
@@ -127,7 +170,10 @@ fn serve_signals(control: &Arc<Control>) {
             SIGHUP => {
                 let _ = control.reload();
             }
-            SIGUSR1 => tracing::info!("SIGUSR1: reopening the access log"),
+            SIGUSR1 => {
+                tracing::info!("SIGUSR1: reopening the access log");
+                writer.request_reopen();
+            }
             _ => {
                 tracing::info!(signal, "draining and exiting");
                 return;

@@ -10,9 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::model::{Bootstrap, LoadBalancer};
-use crate::obs::shard_stats::{ClusterStats, ShardStats};
-use crate::obs::sink::LogSink;
-use crate::proxy::http1::log::HttpLog;
+use crate::obs::access_log::AccessRecord;
+use crate::obs::log_writer::AccessLogSender;
+use crate::obs::shard_stats::{ShardStats, BLACKHOLE_CLUSTER};
+use crate::obs::stats::ClusterStats;
 use crate::route::table::Snapshot;
 use crate::runtime::snapshot::{SnapshotCell, SnapshotView};
 use crate::upstream::cluster::Cluster;
@@ -26,12 +27,12 @@ pub struct Shard {
     pub pool: Pool,
     rng: Cell<u64>,
     clusters: RefCell<HashMap<String, Rc<ClusterLocal>>>,
-    pub stats: ShardStats,
-    log: LogSink,
+    pub stats: Rc<ShardStats>,
+    log: Rc<AccessLogSender>,
 }
 
 impl Shard {
-    pub fn new(id: usize, shards: usize, cell: SnapshotCell, log: LogSink) -> Self {
+    pub fn new(id: usize, shards: usize, cell: SnapshotCell, log: AccessLogSender) -> Self {
         let view = SnapshotView::new(cell);
         let max_idle = view.current().config.gateway.pool.max_idle_per_cluster;
         Shard {
@@ -42,8 +43,8 @@ impl Shard {
             pool: Pool::new(max_idle),
             rng: Cell::new(seed(id)),
             clusters: RefCell::new(HashMap::new()),
-            stats: ShardStats::default(),
-            log,
+            stats: Rc::new(ShardStats::new()),
+            log: Rc::new(log),
         }
     }
 
@@ -56,16 +57,15 @@ impl Shard {
         self.open.get()
     }
 
-    pub fn conn_opened(&self, gateway_port: u16) {
+    pub fn conn_opened(&self) {
         self.open.set(self.open.get() + 1);
-        self.stats.listener_opened(gateway_port);
     }
 
-    pub fn conn_closed(&self, gateway_port: u16) {
+    pub fn conn_closed(&self) {
         self.open.set(self.open.get() - 1);
-        self.stats.listener_closed(gateway_port);
     }
 
+    #[allow(clippy::redundant_allocation)] // see SnapshotView
     pub fn snapshot(&self) -> Rc<Arc<Snapshot>> {
         self.view.current()
     }
@@ -116,16 +116,23 @@ impl Shard {
         state
     }
 
-    pub fn log_http(&self, log: HttpLog) {
-        self.stats.http_request(log.status);
-        self.log.send_http(log);
+    /// Queues an access-log record; never blocks (a full queue counts a drop).
+    pub fn log_http(&self, rec: AccessRecord) {
+        self.log.send(rec);
     }
 
-    pub fn count_blackhole(&self) {
-        self.stats
-            .cluster("BlackHoleCluster")
-            .rq_total
-            .set(self.stats.cluster("BlackHoleCluster").rq_total.get() + 1);
+    /// The log sender, for the `access_log.dropped` counter source.
+    pub fn log_sender(&self) -> Rc<AccessLogSender> {
+        self.log.clone()
+    }
+
+    /// A request or connection denied by policy: counted on `BlackHoleCluster`.
+    pub fn count_blackhole(&self, status: u16) {
+        let stats = self.stats.cluster(BLACKHOLE_CLUSTER);
+        stats.upstream_rq_total.inc();
+        if status > 0 {
+            stats.record_response(status);
+        }
     }
 
     /// Periodic housekeeping (pool sweep); the shard runs it from a timer task.
@@ -177,26 +184,25 @@ impl ClusterLocal {
         Some(endpoints[index].addr)
     }
 
-    pub fn on_connect(&self) {
-        self.stats.cx_total.set(self.stats.cx_total.get() + 1);
+    pub fn on_connect_fail(&self, timed_out: bool) {
+        self.stats.upstream_cx_connect_fail.inc();
+        if timed_out {
+            self.stats.upstream_cx_connect_timeout.inc();
+        }
     }
 
-    pub fn on_connect_fail(&self) {
-        self.stats
-            .cx_connect_fail
-            .set(self.stats.cx_connect_fail.get() + 1);
+    pub fn on_no_endpoint(&self) {
+        self.stats.upstream_cx_none_healthy.inc();
     }
 
     pub fn on_response(&self, status: u16, time: Duration) {
-        self.stats.response(status, time);
+        self.stats.upstream_rq_total.inc();
+        self.stats.record_response(status);
+        self.stats.record_rq_time(time);
     }
 
     pub fn on_bytes(&self, tx: u64, rx: u64) {
-        self.stats
-            .cx_tx_bytes
-            .set(self.stats.cx_tx_bytes.get() + tx);
-        self.stats
-            .cx_rx_bytes
-            .set(self.stats.cx_rx_bytes.get() + rx);
+        self.stats.upstream_cx_tx_bytes_total.add(tx);
+        self.stats.upstream_cx_rx_bytes_total.add(rx);
     }
 }

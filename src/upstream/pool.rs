@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 
 use glommio::net::TcpStream;
 
+use std::rc::Rc;
+
+use crate::obs::stats::ClusterStats;
 use crate::proxy::buf::ReadBuf;
 use crate::sys::liveness::idle_connection_usable;
 
@@ -23,6 +26,14 @@ pub struct UpstreamConn {
     pub local: Option<SocketAddr>,
     /// Requests already carried (for `maxRequestsPerConnection`).
     pub requests: u32,
+    /// The cluster's counters: `upstream_cx_active` follows this connection's life.
+    pub stats: Rc<ClusterStats>,
+}
+
+impl Drop for UpstreamConn {
+    fn drop(&mut self) {
+        self.stats.upstream_cx_active.dec();
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

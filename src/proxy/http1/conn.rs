@@ -11,18 +11,22 @@ use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::exchange::{forward, Outgoing, UpstreamOutcome};
 use super::head::{find_header, parse_request, Framing, RequestHead};
-use super::log::HttpLog;
+use super::log;
 use super::serialize;
 use crate::error::ProxyError;
+use crate::obs::access_log::AccessRecord;
+use crate::obs::stats::HttpConnManagerStats;
 use crate::proxy::buf::ReadBuf;
 use crate::proxy::deadline::within;
 use crate::route::host::normalize_host;
 use crate::route::table::RequestView;
 use crate::runtime::shard::Shard;
 
-/// Who is on the other end of a downstream connection, for logs and policy.
-#[derive(Clone, Debug)]
+/// Who is on the other end of a downstream connection, for logs, policy and counters.
+#[derive(Clone)]
 pub struct DownstreamInfo {
+    /// `http.<listener>.*` counters of the listener the connection arrived on.
+    pub http_stats: Rc<HttpConnManagerStats>,
     pub peer: SocketAddr,
     /// The address the connection arrived on (the bound port, through `portMap`).
     pub local: SocketAddr,
@@ -71,35 +75,43 @@ pub async fn serve<D: AsyncRead + AsyncWrite + Unpin>(
                 Some(Ok(_)) => {}
             }
         };
-        let mut log = HttpLog::new(start_time, &info);
-        let head_len = match parsed {
-            Ok(len) => len,
+        let mut rec = log::new_record(start_time, &info);
+        let close = match parsed {
+            // The stream position is unknown after a bad head: answer and close.
             Err(e) => {
-                // The stream position is unknown after a bad head: answer and close.
-                reject(&shard, &mut down, &mut resp_wire, e, log, started).await;
-                return;
+                reject(&shard, &mut down, &mut resp_wire, e, &mut rec, true).await;
+                true
+            }
+            Ok(head_len) => {
+                log::set_request(
+                    &mut rec,
+                    &head,
+                    find_header(buf.data(), &head.headers, "user-agent"),
+                );
+                let (result, outcome) = route_and_forward(
+                    &shard,
+                    &info,
+                    &mut down,
+                    &mut buf,
+                    &head,
+                    head_len,
+                    &mut req_wire,
+                    &mut resp_wire,
+                    &mut rec,
+                )
+                .await;
+                let close = outcome.close || head.close;
+                log::set_outcome(&mut rec, &outcome);
+                if let Err(e) = result {
+                    reject(&shard, &mut down, &mut resp_wire, e, &mut rec, close).await;
+                }
+                close
             }
         };
-        log.set_request(&head, find_header(buf.data(), &head.headers, "user-agent"));
-        let (result, outcome) = route_and_forward(
-            &shard,
-            &info,
-            &mut down,
-            &mut buf,
-            &head,
-            head_len,
-            &mut req_wire,
-            &mut resp_wire,
-            &mut log,
-        )
-        .await;
-        let close = outcome.close || head.close;
-        log.set_outcome(&outcome);
-        if let Err(e) = result {
-            reject_open(&shard, &mut down, &mut resp_wire, e, &mut log, close).await;
-        }
-        log.finish(started);
-        shard.log_http(log);
+        log::finish(&mut rec, started);
+        info.http_stats.downstream_rq_total.inc();
+        info.http_stats.record_response(rec.response_code);
+        shard.log_http(rec);
         if close {
             return;
         }
@@ -119,7 +131,7 @@ async fn route_and_forward<D: AsyncRead + AsyncWrite + Unpin>(
     head_len: usize,
     req_wire: &mut Vec<u8>,
     resp_wire: &mut Vec<u8>,
-    log: &mut HttpLog,
+    rec: &mut AccessRecord,
 ) -> (Result<(), ProxyError>, UpstreamOutcome) {
     // Until the body has been taken off the stream, an early answer must close the connection.
     let mut outcome = UpstreamOutcome {
@@ -152,9 +164,9 @@ async fn route_and_forward<D: AsyncRead + AsyncWrite + Unpin>(
     else {
         deny!(ProxyError::NoRoute)
     };
-    log.route_name = route.name.clone();
+    rec.route_name = route.name.as_deref().map(str::to_string);
     let cluster = &snapshot.clusters[route.pick(shard.random())];
-    log.cluster = Some(cluster.name.clone());
+    rec.upstream_cluster = Some(cluster.name.clone());
     let state = shard.cluster_state(cluster);
     let forwarded_for = match &head.forwarded_for {
         Some(xff) => format!("{xff},{}", info.peer.ip()),
@@ -165,8 +177,8 @@ async fn route_and_forward<D: AsyncRead + AsyncWrite + Unpin>(
         .clone()
         .unwrap_or_else(|| shard.request_id());
     serialize::request_head(req_wire, head, raw, &forwarded_for, &request_id);
-    log.forwarded_for = Some(forwarded_for);
-    log.request_id = Some(request_id);
+    rec.x_forwarded_for = Some(forwarded_for);
+    rec.request_id = Some(request_id);
     buf.consume(head_len);
     let body_in_wire = match head.framing {
         Framing::None => true,
@@ -200,33 +212,19 @@ async fn route_and_forward<D: AsyncRead + AsyncWrite + Unpin>(
     (result, outcome)
 }
 
-/// Answers a request that failed before any response byte was sent, then closes.
+/// Answers with a local response for `e` (nothing when the client is gone).
 async fn reject<D: AsyncWrite + Unpin>(
     shard: &Shard,
     down: &mut D,
     wire: &mut Vec<u8>,
     e: ProxyError,
-    mut log: HttpLog,
-    started: Instant,
-) {
-    reject_open(shard, down, wire, e, &mut log, true).await;
-    log.finish(started);
-    shard.log_http(log);
-}
-
-/// Answers with a local response for `e` (nothing when the client is gone).
-async fn reject_open<D: AsyncWrite + Unpin>(
-    shard: &Shard,
-    down: &mut D,
-    wire: &mut Vec<u8>,
-    e: ProxyError,
-    log: &mut HttpLog,
+    rec: &mut AccessRecord,
     close: bool,
 ) {
     let status = e.status();
-    log.fail(&e);
+    log::fail(rec, &e);
     if matches!(e, ProxyError::NoRoute) {
-        shard.count_blackhole();
+        shard.count_blackhole(status);
     }
     tracing::debug!(error = %e, status, "request refused");
     if status == 0 {

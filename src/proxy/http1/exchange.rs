@@ -82,13 +82,10 @@ pub async fn forward<D: AsyncRead + AsyncWrite + Unpin>(
         outcome.upstream_host = Some(addr);
         let (mut up, reused) = match shard.pool.take(&PoolKey { addr }) {
             Some(conn) => (conn, true),
-            None => match connect_within(addr, cluster.connect_timeout, deadline).await {
-                Ok(conn) => {
-                    state.on_connect();
-                    (conn, false)
-                }
+            None => match connect_within(addr, cluster.connect_timeout, deadline, state).await {
+                Ok(conn) => (conn, false),
                 Err(e) => {
-                    state.on_connect_fail();
+                    state.on_connect_fail(matches!(e, ProxyError::ConnectTimeout));
                     if may_retry(RetryOn::ConnectFailure) {
                         tries += 1;
                         outcome.retried = true;
@@ -209,7 +206,15 @@ pub async fn forward<D: AsyncRead + AsyncWrite + Unpin>(
         Some(Err(_)) => (outcome.close, outcome.flag) = (true, Some("UC")),
         None => (outcome.close, outcome.flag) = (true, Some("UT")),
     }
-    state.on_bytes(outcome.bytes_received, outcome.bytes_sent);
+    let streamed = if req.body_in_wire {
+        0
+    } else {
+        outcome.bytes_received
+    };
+    state.on_bytes(
+        req.wire.len() as u64 + streamed,
+        head_len as u64 + outcome.bytes_sent,
+    );
     let _ = down.flush().await;
     Ok(())
 }
@@ -231,9 +236,10 @@ async fn connect_within(
     addr: SocketAddr,
     timeout: Duration,
     deadline: Option<Instant>,
+    state: &ClusterLocal,
 ) -> Result<UpstreamConn, ProxyError> {
     let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-    within(left, connect(addr, timeout))
+    within(left, connect(addr, timeout, state.stats.clone()))
         .await
         .unwrap_or(Err(ProxyError::UpstreamTimeout))
 }
