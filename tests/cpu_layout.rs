@@ -21,7 +21,10 @@ fn fake_tree(root: &Path) {
     };
     w("sys/devices/system/cpu/online", "0-3\n");
     for irq in [40, 41, 42, 43] {
-        w(&format!("sys/class/net/eth9/device/msi_irqs/{irq}"), "msix\n");
+        w(
+            &format!("sys/class/net/eth9/device/msi_irqs/{irq}"),
+            "msix\n",
+        );
     }
     for q in 0..3 {
         w(&format!("sys/class/net/eth9/queues/rx-{q}/rps_cpus"), "f\n");
@@ -71,24 +74,43 @@ fn queues_go_to_shard_cores_and_everything_else_to_housekeeping() {
     fake_tree(root);
     let out = run(root, &["--iface", "eth9", "--cpus", "1-3"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("shards: 3 on CPUs 1 2 3; housekeeping: CPUs 0"), "{text}");
+    assert!(
+        text.contains("shards: 3 on CPUs 1 2 3; housekeeping: CPUs 0"),
+        "{text}"
+    );
 
     assert_eq!(read(root, "proc/irq/40/smp_affinity_list"), "1");
     assert_eq!(read(root, "proc/irq/41/smp_affinity_list"), "2");
     assert_eq!(read(root, "proc/irq/42/smp_affinity_list"), "3");
-    assert_eq!(read(root, "proc/irq/43/smp_affinity_list"), "0", "non-queue NIC IRQ");
-    assert_eq!(read(root, "proc/irq/4/smp_affinity_list"), "0", "unrelated IRQ");
+    assert_eq!(
+        read(root, "proc/irq/43/smp_affinity_list"),
+        "0",
+        "non-queue NIC IRQ"
+    );
+    assert_eq!(
+        read(root, "proc/irq/4/smp_affinity_list"),
+        "0",
+        "unrelated IRQ"
+    );
     assert_eq!(read(root, "proc/irq/default_smp_affinity"), "1");
     // XPS: tx-k used by core k+1 (bit masks 2, 4, 8); RPS off.
     assert_eq!(read(root, "sys/class/net/eth9/queues/tx-0/xps_cpus"), "2");
     assert_eq!(read(root, "sys/class/net/eth9/queues/tx-1/xps_cpus"), "4");
     assert_eq!(read(root, "sys/class/net/eth9/queues/tx-2/xps_cpus"), "8");
     for q in 0..3 {
-        assert_eq!(read(root, &format!("sys/class/net/eth9/queues/rx-{q}/rps_cpus")), "0");
+        assert_eq!(
+            read(root, &format!("sys/class/net/eth9/queues/rx-{q}/rps_cpus")),
+            "0"
+        );
     }
     let dropin = read(root, "systemd/egressd.service.d/10-cpus.conf");
     assert!(dropin.contains("[Service]\nCPUAffinity=1 2 3"), "{dropin}");
-    assert!(text.contains("isolcpus=managed_irq,domain,1,2,3 nohz_full=1,2,3 rcu_nocbs=1,2,3 irqaffinity=0"), "{text}");
+    assert!(
+        text.contains(
+            "isolcpus=managed_irq,domain,1,2,3 nohz_full=1,2,3 rcu_nocbs=1,2,3 irqaffinity=0"
+        ),
+        "{text}"
+    );
 }
 
 #[test]
@@ -113,7 +135,10 @@ fn dry_run_prints_and_changes_nothing() {
     let out = run(root, &["--iface", "eth9", "--cpus", "2,3", "--dry-run"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("would write '2' > "), "{text}");
-    assert!(text.contains("would run: true -L eth9 combined 2"), "{text}");
+    assert!(
+        text.contains("would run: true -L eth9 combined 2"),
+        "{text}"
+    );
     assert_eq!(read(root, "proc/irq/40/smp_affinity_list"), "0-3");
     assert_eq!(read(root, "sys/class/net/eth9/queues/rx-0/rps_cpus"), "f");
     assert!(!root.join("systemd").exists());
@@ -135,9 +160,9 @@ fn impossible_layouts_are_refused() {
             .unwrap()
     };
     for args in [
-        &["--iface", "eth9", "--cpus", "0-3"][..],          // no housekeeping core left
-        &["--iface", "eth9", "--cpus", "5"],                 // offline CPU
-        &["--iface", "eth9", "--shards", "4"],               // CPU 0 stays housekeeping
+        &["--iface", "eth9", "--cpus", "0-3"][..], // no housekeeping core left
+        &["--iface", "eth9", "--cpus", "5"],       // offline CPU
+        &["--iface", "eth9", "--shards", "4"],     // CPU 0 stays housekeeping
         &["--iface", "eth9", "--cpus", "1", "--housekeeping", "1"],
         &["--iface", "nope", "--cpus", "1"],
     ] {

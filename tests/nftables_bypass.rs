@@ -23,7 +23,8 @@ const OUT_INTERNAL: &str = "10.254.77.2";
 
 fn run(mut cmd: impl BorrowMut<Command>) -> Output {
     let cmd = cmd.borrow_mut();
-    cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
 fn must(mut cmd: impl BorrowMut<Command>) -> String {
@@ -60,7 +61,12 @@ struct Lab {
 
 impl Lab {
     fn new(node: String, out: String) -> Lab {
-        Lab { node, out, created: Vec::new(), children: Vec::new() }
+        Lab {
+            node,
+            out,
+            created: Vec::new(),
+            children: Vec::new(),
+        }
     }
 
     fn add_ns(&mut self, name: &str) {
@@ -101,7 +107,12 @@ fn have(tool: &str) -> bool {
 fn ensure_user(name: &str) -> (u32, u32) {
     if !run(Command::new("id").arg("-u").arg(name)).status.success() {
         let out = run(Command::new("useradd").args([
-            "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "--user-group", name,
+            "--system",
+            "--no-create-home",
+            "--shell",
+            "/usr/sbin/nologin",
+            "--user-group",
+            name,
         ]));
         // 9 = already exists (a parallel run created it first).
         assert!(
@@ -110,8 +121,14 @@ fn ensure_user(name: &str) -> (u32, u32) {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let uid = must(Command::new("id").arg("-u").arg(name)).trim().parse().unwrap();
-    let gid = must(Command::new("id").arg("-g").arg(name)).trim().parse().unwrap();
+    let uid = must(Command::new("id").arg("-u").arg(name))
+        .trim()
+        .parse()
+        .unwrap();
+    let gid = must(Command::new("id").arg("-g").arg(name))
+        .trim()
+        .parse()
+        .unwrap();
     (uid, gid)
 }
 
@@ -119,19 +136,36 @@ fn ensure_user(name: &str) -> (u32, u32) {
 /// Returns whether the connection was made (perl exits 7 when connect fails/times out).
 fn connect_as(lab: &Lab, uid: u32, gid: u32, addr: &str, port: u16) -> bool {
     let script = r#"use IO::Socket::INET; my $c = IO::Socket::INET->new(PeerAddr => $ARGV[0], PeerPort => $ARGV[1], Timeout => 3) or exit 7; print $c "hello from uid $<\n"; close $c; exit 0"#;
-    let out = run(in_ns(&lab.node, &[
-        "setpriv", &format!("--reuid={uid}"), &format!("--regid={gid}"), "--clear-groups",
-        "--", "perl", "-e", script, addr, &port.to_string(),
-    ]));
+    let out = run(in_ns(
+        &lab.node,
+        &[
+            "setpriv",
+            &format!("--reuid={uid}"),
+            &format!("--regid={gid}"),
+            "--clear-groups",
+            "--",
+            "perl",
+            "-e",
+            script,
+            addr,
+            &port.to_string(),
+        ],
+    ));
     match out.status.code() {
         Some(0) => true,
         Some(7) => false,
-        other => panic!("client failed to run ({other:?}): {}", String::from_utf8_lossy(&out.stderr)),
+        other => panic!(
+            "client failed to run ({other:?}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
     }
 }
 
 fn counter(lab: &Lab, name: &str) -> u64 {
-    let text = must(in_ns(&lab.node, &["nft", "list", "counter", "inet", "egressd_egress", name]));
+    let text = must(in_ns(
+        &lab.node,
+        &["nft", "list", "counter", "inet", "egressd_egress", name],
+    ));
     let packets = text
         .split_whitespace()
         .skip_while(|w| *w != "packets")
@@ -146,12 +180,19 @@ fn script() -> PathBuf {
 
 #[test]
 fn only_the_egressd_user_can_open_connections_outside_the_node() {
-    if std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(1) != 0 {
+    if std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(1)
+        != 0
+    {
         eprintln!("SKIPPED only_the_egressd_user_can_open_connections_outside_the_node: needs root (network namespaces and nftables)");
         return;
     }
     for tool in ["ip", "nft", "setpriv", "perl", "useradd"] {
-        assert!(have(tool), "{tool} is missing (apt-get install -y nftables iproute2 util-linux perl-base passwd)");
+        assert!(
+            have(tool),
+            "{tool} is missing (apt-get install -y nftables iproute2 util-linux perl-base passwd)"
+        );
     }
     let (test_uid, test_gid) = ensure_user(TEST_USER);
     let (nobody_uid, nobody_gid) = (65534, 65534);
@@ -162,10 +203,21 @@ fn only_the_egressd_user_can_open_connections_outside_the_node() {
     lab.add_ns(&node);
     lab.add_ns(&out);
     let (vn, vo) = (format!("egdn{id}"), format!("egdo{id}"));
-    ip(&["link", "add", &vn, "netns", &lab.node, "type", "veth", "peer", "name", &vo, "netns", &lab.out]);
+    ip(&[
+        "link", "add", &vn, "netns", &lab.node, "type", "veth", "peer", "name", &vo, "netns",
+        &lab.out,
+    ]);
     for (ns, dev, addrs) in [
-        (&lab.node, &vn, [NODE_ADDR.to_string(), NODE_INTERNAL.to_string()]),
-        (&lab.out, &vo, [format!("{OUT_ADDR}/24"), format!("{OUT_INTERNAL}/24")]),
+        (
+            &lab.node,
+            &vn,
+            [NODE_ADDR.to_string(), NODE_INTERNAL.to_string()],
+        ),
+        (
+            &lab.out,
+            &vo,
+            [format!("{OUT_ADDR}/24"), format!("{OUT_INTERNAL}/24")],
+        ),
     ] {
         for a in addrs {
             ip(&["-n", ns, "addr", "add", &a, "dev", dev]);
@@ -176,7 +228,10 @@ fn only_the_egressd_user_can_open_connections_outside_the_node() {
 
     // Listener in the outside namespace: prints its port, then one line per connection.
     let listen = r#"use IO::Socket::INET; $| = 1; my $s = IO::Socket::INET->new(LocalAddr => "0.0.0.0", LocalPort => 0, Listen => 16, ReuseAddr => 1) or die "listen: $!"; print $s->sockport, "\n"; while (my $c = $s->accept) { my $l = <$c>; print(defined $l ? $l : "empty\n"); close $c }"#;
-    let mut child = in_ns(&lab.out, &["perl", "-e", listen]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut child = in_ns(&lab.out, &["perl", "-e", listen])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     let stdout = child.stdout.take().unwrap();
     lab.children.push(child);
     let (tx, lines) = mpsc::channel();
@@ -188,40 +243,92 @@ fn only_the_egressd_user_can_open_connections_outside_the_node() {
         }
     });
     let wait = Duration::from_secs(10);
-    let port: u16 = lines.recv_timeout(wait).expect("listener did not start").parse().unwrap();
+    let port: u16 = lines
+        .recv_timeout(wait)
+        .expect("listener did not start")
+        .parse()
+        .unwrap();
 
     // Before the rules: everyone reaches the outside (so a later failure is the rules').
-    assert!(connect_as(&lab, nobody_uid, nobody_gid, OUT_ADDR, port), "no route to outside even without rules");
-    assert_eq!(lines.recv_timeout(wait).unwrap(), format!("hello from uid {nobody_uid}"));
+    assert!(
+        connect_as(&lab, nobody_uid, nobody_gid, OUT_ADDR, port),
+        "no route to outside even without rules"
+    );
+    assert_eq!(
+        lines.recv_timeout(wait).unwrap(),
+        format!("hello from uid {nobody_uid}")
+    );
 
-    let applied = run(in_ns(&lab.node, &[
-        script().to_str().unwrap(), "--user", TEST_USER, "--internal", "10.254.77.0/24",
-    ]));
-    assert!(applied.status.success(), "nftables.sh failed: {}", String::from_utf8_lossy(&applied.stderr));
+    let applied = run(in_ns(
+        &lab.node,
+        &[
+            script().to_str().unwrap(),
+            "--user",
+            TEST_USER,
+            "--internal",
+            "10.254.77.0/24",
+        ],
+    ));
+    assert!(
+        applied.status.success(),
+        "nftables.sh failed: {}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
 
     let dropped = counter(&lab, "bypass_output_dropped");
     let allowed = counter(&lab, "egressd_allowed");
-    assert!(!connect_as(&lab, nobody_uid, nobody_gid, OUT_ADDR, port), "nobody reached the outside");
-    assert!(!connect_as(&lab, 0, 0, OUT_ADDR, port), "root reached the outside");
-    assert!(counter(&lab, "bypass_output_dropped") >= dropped + 2, "drops were not counted");
+    assert!(
+        !connect_as(&lab, nobody_uid, nobody_gid, OUT_ADDR, port),
+        "nobody reached the outside"
+    );
+    assert!(
+        !connect_as(&lab, 0, 0, OUT_ADDR, port),
+        "root reached the outside"
+    );
+    assert!(
+        counter(&lab, "bypass_output_dropped") >= dropped + 2,
+        "drops were not counted"
+    );
 
-    assert!(connect_as(&lab, test_uid, test_gid, OUT_ADDR, port), "the egressd user was blocked");
-    assert_eq!(lines.recv_timeout(wait).unwrap(), format!("hello from uid {test_uid}"));
+    assert!(
+        connect_as(&lab, test_uid, test_gid, OUT_ADDR, port),
+        "the egressd user was blocked"
+    );
+    assert_eq!(
+        lines.recv_timeout(wait).unwrap(),
+        format!("hello from uid {test_uid}")
+    );
     assert_eq!(counter(&lab, "egressd_allowed"), allowed + 1);
 
     // Internal networks stay reachable for everyone (DNS, the API server, other pods).
-    assert!(connect_as(&lab, nobody_uid, nobody_gid, OUT_INTERNAL, port), "internal network blocked");
-    assert_eq!(lines.recv_timeout(wait).unwrap(), format!("hello from uid {nobody_uid}"));
+    assert!(
+        connect_as(&lab, nobody_uid, nobody_gid, OUT_INTERNAL, port),
+        "internal network blocked"
+    );
+    assert_eq!(
+        lines.recv_timeout(wait).unwrap(),
+        format!("hello from uid {nobody_uid}")
+    );
 
     // Removing the table restores the node as it was.
     must(in_ns(&lab.node, &[script().to_str().unwrap(), "--remove"]));
-    assert!(connect_as(&lab, nobody_uid, nobody_gid, OUT_ADDR, port), "still blocked after --remove");
-    assert_eq!(lines.recv_timeout(wait).unwrap(), format!("hello from uid {nobody_uid}"));
+    assert!(
+        connect_as(&lab, nobody_uid, nobody_gid, OUT_ADDR, port),
+        "still blocked after --remove"
+    );
+    assert_eq!(
+        lines.recv_timeout(wait).unwrap(),
+        format!("hello from uid {nobody_uid}")
+    );
 }
 
 #[test]
 fn dry_run_checks_the_rules_and_changes_nothing() {
-    if std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(1) != 0 {
+    if std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(1)
+        != 0
+    {
         eprintln!("SKIPPED dry_run_checks_the_rules_and_changes_nothing: nft -c needs root");
         return;
     }
@@ -231,12 +338,39 @@ fn dry_run_checks_the_rules_and_changes_nothing() {
     let mut lab = Lab::new(format!("egd-test-{id}-dry"), String::new());
     let node = lab.node.clone();
     lab.add_ns(&node);
-    let out = must(in_ns(&lab.node, &[script().to_str().unwrap(), "--user", "nobody", "--internal", "10.1.0.0/16,fd00::/8", "--dry-run"]));
+    let out = must(in_ns(
+        &lab.node,
+        &[
+            script().to_str().unwrap(),
+            "--user",
+            "nobody",
+            "--internal",
+            "10.1.0.0/16,fd00::/8",
+            "--dry-run",
+        ],
+    ));
     assert!(out.contains("define egressd_user = \"nobody\""), "{out}");
-    assert!(out.contains("define internal_v4 = { 127.0.0.0/8, 10.1.0.0/16 }"), "{out}");
-    assert!(out.contains("define internal_v6 = { ::1/128, fd00::/8 }"), "{out}");
+    assert!(
+        out.contains("define internal_v4 = { 127.0.0.0/8, 10.1.0.0/16 }"),
+        "{out}"
+    );
+    assert!(
+        out.contains("define internal_v6 = { ::1/128, fd00::/8 }"),
+        "{out}"
+    );
     let tables = must(in_ns(&lab.node, &["nft", "list", "tables"]));
-    assert!(!tables.contains("egressd_egress"), "dry run applied the rules: {tables}");
-    let bad = run(in_ns(&lab.node, &[script().to_str().unwrap(), "--user", "no-such-user-egd", "--dry-run"]));
+    assert!(
+        !tables.contains("egressd_egress"),
+        "dry run applied the rules: {tables}"
+    );
+    let bad = run(in_ns(
+        &lab.node,
+        &[
+            script().to_str().unwrap(),
+            "--user",
+            "no-such-user-egd",
+            "--dry-run",
+        ],
+    ));
     assert!(!bad.status.success(), "a missing user must be an error");
 }

@@ -22,7 +22,10 @@ fn systemd_analyze() -> Command {
         .args(["-c", "command -v systemd-analyze"])
         .output()
         .is_ok_and(|o| o.status.success());
-    assert!(found, "systemd-analyze is missing: apt-get install -y systemd");
+    assert!(
+        found,
+        "systemd-analyze is missing: apt-get install -y systemd"
+    );
     Command::new("systemd-analyze")
 }
 
@@ -49,7 +52,11 @@ fn one(key: &str) -> &'static str {
 #[test]
 fn systemd_analyze_verify_accepts_the_unit() {
     let dir = tempfile::tempdir().unwrap();
-    let out = systemd_analyze().arg("verify").arg(unit_copy(dir.path())).output().unwrap();
+    let out = systemd_analyze()
+        .arg("verify")
+        .arg(unit_copy(dir.path()))
+        .output()
+        .unwrap();
     assert!(
         out.status.success() && out.stderr.is_empty(),
         "verify failed ({}):\n{}{}",
@@ -67,7 +74,12 @@ fn syscall_filter_keeps_io_uring_and_never_denies_it() {
         .filter(|f| !f.starts_with('~'))
         .flat_map(|f| f.split_whitespace())
         .collect();
-    for needed in ["@system-service", "io_uring_setup", "io_uring_enter", "io_uring_register"] {
+    for needed in [
+        "@system-service",
+        "io_uring_setup",
+        "io_uring_enter",
+        "io_uring_register",
+    ] {
         assert!(allow.contains(&needed), "{needed} not allowed: {filters:?}");
     }
     // A deny list must not take back io_uring, its group, or the pinning/limit calls
@@ -75,7 +87,8 @@ fn syscall_filter_keeps_io_uring_and_never_denies_it() {
     for deny in filters.iter().filter_map(|f| f.strip_prefix('~')) {
         for name in deny.split_whitespace() {
             assert!(
-                !name.starts_with("io_uring") && !["@aio", "@resources", "@system-service"].contains(&name),
+                !name.starts_with("io_uring")
+                    && !["@aio", "@resources", "@system-service"].contains(&name),
                 "deny list removes {name}"
             );
         }
@@ -96,7 +109,10 @@ fn service_contract_matches_egressd() {
     assert!(one("ExecStart").starts_with(&format!("{BIN} run -c /etc/egressd/egressd.yaml")));
     // Stop timeout must cover the default drain (5 s) plus the log flush.
     let stop: u64 = one("TimeoutStopSec").trim_end_matches('s').parse().unwrap();
-    assert!(stop > 5, "TimeoutStopSec={stop}s does not cover timeouts.drain=5s");
+    assert!(
+        stop > 5,
+        "TimeoutStopSec={stop}s does not cover timeouts.drain=5s"
+    );
     // The watchdog must leave room for the heartbeat: shards beat every WatchdogSec/4.
     let wd: u64 = one("WatchdogSec").trim_end_matches('s').parse().unwrap();
     assert!(wd >= 4);
@@ -107,7 +123,10 @@ fn service_contract_matches_egressd() {
     // 2 shards x (3 x 1 MiB + 64 KiB) fit many times over; the doc comment gives the formula.
     assert_eq!(one("LimitMEMLOCK"), "512M");
     let nofile: u64 = one("LimitNOFILE").parse().unwrap();
-    assert!(nofile >= 2 * 100_000 + 1000, "LimitNOFILE={nofile} below the default maxConnections need");
+    assert!(
+        nofile >= 2 * 100_000 + 1000,
+        "LimitNOFILE={nofile} below the default maxConnections need"
+    );
 }
 
 #[test]
@@ -121,10 +140,18 @@ fn hardening_exposure_stays_low() {
     let text = String::from_utf8_lossy(&out.stdout);
     let score: f64 = text
         .lines()
-        .find_map(|l| l.split("Overall exposure level for egressd.service: ").nth(1))
+        .find_map(|l| {
+            l.split("Overall exposure level for egressd.service: ")
+                .nth(1)
+        })
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no exposure score in:\n{text}{}", String::from_utf8_lossy(&out.stderr)));
+        .unwrap_or_else(|| {
+            panic!(
+                "no exposure score in:\n{text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
     // 0 = fully locked down, 10 = unprotected; systemd calls < 2.0 "OK". What remains is
     // inherent to a gateway: Internet sockets, host network, a low-port capability.
     assert!(score <= 2.0, "exposure {score} > 2.0:\n{text}");
@@ -149,13 +176,20 @@ fn install_sh_stages_binary_config_and_unit() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let mode = |p: &str| std::fs::metadata(root.path().join(p)).unwrap().permissions().mode() & 0o7777;
+    let mode = |p: &str| {
+        std::fs::metadata(root.path().join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777
+    };
     assert_eq!(mode("usr/local/bin/egressd"), 0o755);
     assert_eq!(mode("etc/egressd"), 0o750);
     assert_eq!(mode("etc/egressd/egressd.yaml"), 0o640);
     assert_eq!(mode("etc/systemd/system/egressd.service"), 0o644);
     assert_eq!(mode("etc/sysctl.d/90-egressd.conf"), 0o644);
-    let installed = std::fs::read_to_string(root.path().join("etc/systemd/system/egressd.service")).unwrap();
+    let installed =
+        std::fs::read_to_string(root.path().join("etc/systemd/system/egressd.service")).unwrap();
     assert_eq!(installed, UNIT);
 
     // A second run keeps the operator's configuration.
@@ -170,7 +204,11 @@ fn install_sh_stages_binary_config_and_unit() {
         .arg(root.path())
         .output()
         .unwrap();
-    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
     let kept = std::fs::read_to_string(root.path().join("etc/egressd/egressd.yaml")).unwrap();
     assert_eq!(kept, edited);
 }

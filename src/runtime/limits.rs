@@ -63,7 +63,10 @@ pub struct Needs {
 
 impl Needs {
     pub fn compute(demand: Demand) -> Needs {
-        let io = demand.io_memory_per_shard.max(GLOMMIO_MIN_IO_MEMORY).next_multiple_of(4096);
+        let io = demand
+            .io_memory_per_shard
+            .max(GLOMMIO_MIN_IO_MEMORY)
+            .next_multiple_of(4096);
         let shards = demand.shards as u64;
         let memlock_bytes = shards * (REGISTRATIONS_PER_SHARD * io + RING_BYTES_PER_SHARD);
         // Each proxied connection holds two sockets: downstream and upstream.
@@ -145,8 +148,14 @@ pub fn check(needs: &Needs) -> Report {
     let machine = Machine::probe().unwrap_or_else(|e| {
         tracing::warn!(error = %e, "could not read system limits");
         Machine {
-            memlock: sys::Rlimit { soft: Some(0), hard: Some(0) },
-            nofile: sys::Rlimit { soft: Some(0), hard: Some(0) },
+            memlock: sys::Rlimit {
+                soft: Some(0),
+                hard: Some(0),
+            },
+            nofile: sys::Rlimit {
+                soft: Some(0),
+                hard: Some(0),
+            },
             cap_ipc_lock: false,
             affinity: Vec::new(),
             kernel: String::from("unknown"),
@@ -212,6 +221,18 @@ pub fn ensure(needs: &Needs) -> Result<Report, LimitsTooLow> {
     }
 }
 
+/// `egressd check-system`: raises soft limits, prints the report on stdout and returns the
+/// exit code (0 fits, `EXIT_LIMITS_TOO_LOW` not).
+pub fn check_system(needs: &Needs) -> i32 {
+    let report = check(needs);
+    print!("{report}");
+    if report.fits() {
+        0
+    } else {
+        EXIT_LIMITS_TOO_LOW
+    }
+}
+
 /// Pure verdict of `needs` against `m`.
 pub fn judge(needs: &Needs, m: &Machine) -> Report {
     let mut items = Vec::new();
@@ -227,13 +248,19 @@ pub fn judge(needs: &Needs, m: &Machine) -> Report {
             bytes(RING_BYTES_PER_SHARD)
         ),
         have: if m.cap_ipc_lock {
-            format!("{} (CAP_IPC_LOCK: not enforced)", limit(m.memlock.soft, bytes))
+            format!(
+                "{} (CAP_IPC_LOCK: not enforced)",
+                limit(m.memlock.soft, bytes)
+            )
         } else {
             limit(m.memlock.soft, bytes)
         },
         fix: (!m.cap_ipc_lock && below(m.memlock.soft, mem_need)).then(|| {
             let mib = mem_need.div_ceil(1 << 20);
-            format!("set LimitMEMLOCK={mib}M in the unit / ulimit -l {}", mib * 1024)
+            format!(
+                "set LimitMEMLOCK={mib}M in the unit / ulimit -l {}",
+                mib * 1024
+            )
         }),
     });
     items.push(match needs.nofile {
@@ -260,16 +287,26 @@ pub fn judge(needs: &Needs, m: &Machine) -> Report {
 }
 
 fn cpu_item(d: &Demand, affinity: &[usize]) -> Item {
-    let outside: Vec<usize> = d.cpus.iter().copied().filter(|c| !affinity.contains(c)).collect();
+    let outside: Vec<usize> = d
+        .cpus
+        .iter()
+        .copied()
+        .filter(|c| !affinity.contains(c))
+        .collect();
     let enough = if d.cpus.is_empty() {
         d.shards <= affinity.len()
     } else {
         d.shards <= d.cpus.len()
     };
     let fix = if !outside.is_empty() {
-        Some(format!("CPUs {outside:?} are outside the affinity mask; pick --cpus from {affinity:?}"))
+        Some(format!(
+            "CPUs {outside:?} are outside the affinity mask; pick --cpus from {affinity:?}"
+        ))
     } else if !enough {
-        Some(format!("use --shards {} or fewer, or widen the affinity mask (taskset, CPUAffinity=)", affinity.len()))
+        Some(format!(
+            "use --shards {} or fewer, or widen the affinity mask (taskset, CPUAffinity=)",
+            affinity.len()
+        ))
     } else {
         None
     };
@@ -289,7 +326,10 @@ fn kernel_item(m: &Machine) -> Item {
     let version = parse_release(&m.kernel);
     let old = version.is_none_or(|v| v < MIN_KERNEL);
     let fix = if old {
-        Some(format!("glommio needs Linux {}.{} or newer", MIN_KERNEL.0, MIN_KERNEL.1))
+        Some(format!(
+            "glommio needs Linux {}.{} or newer",
+            MIN_KERNEL.0, MIN_KERNEL.1
+        ))
     } else if m.io_uring_disabled != 0 {
         Some(String::from("set sysctl kernel.io_uring_disabled=0"))
     } else {
@@ -298,7 +338,10 @@ fn kernel_item(m: &Machine) -> Item {
     Item {
         name: "kernel",
         need: format!("Linux >= {}.{} with io_uring", MIN_KERNEL.0, MIN_KERNEL.1),
-        have: format!("{} (kernel.io_uring_disabled={})", m.kernel, m.io_uring_disabled),
+        have: format!(
+            "{} (kernel.io_uring_disabled={})",
+            m.kernel, m.io_uring_disabled
+        ),
         fix,
     }
 }

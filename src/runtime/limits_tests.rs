@@ -16,8 +16,14 @@ fn demand(shards: usize, max_connections: u64) -> Demand {
 
 fn roomy() -> Machine {
     Machine {
-        memlock: sys::Rlimit { soft: Some(64 * MIB), hard: Some(64 * MIB) },
-        nofile: sys::Rlimit { soft: Some(1 << 20), hard: Some(1 << 20) },
+        memlock: sys::Rlimit {
+            soft: Some(64 * MIB),
+            hard: Some(64 * MIB),
+        },
+        nofile: sys::Rlimit {
+            soft: Some(1 << 20),
+            hard: Some(1 << 20),
+        },
         cap_ipc_lock: false,
         affinity: vec![0, 1, 2, 3],
         kernel: String::from("6.1.0-18-amd64"),
@@ -42,7 +48,10 @@ fn tiny_io_memory_is_rounded_up_as_glommio_does() {
     assert_eq!(Needs::compute(d).memlock_bytes, 3 * (64 << 10) + (64 << 10));
     let mut d = demand(1, 1000);
     d.io_memory_per_shard = MIB + 1;
-    assert_eq!(Needs::compute(d).memlock_bytes, 3 * (MIB + 4096) + (64 << 10));
+    assert_eq!(
+        Needs::compute(d).memlock_bytes,
+        3 * (MIB + 4096) + (64 << 10)
+    );
 }
 
 #[test]
@@ -105,7 +114,11 @@ fn low_nofile_says_what_to_set() {
 fn more_shards_than_cpus_or_cpus_outside_the_mask_do_not_fit() {
     let m = roomy();
     let r = judge(&Needs::compute(demand(5, 10)), &m);
-    assert!(item(&r, "cpus").fix.as_ref().unwrap().contains("--shards 4"));
+    assert!(item(&r, "cpus")
+        .fix
+        .as_ref()
+        .unwrap()
+        .contains("--shards 4"));
     let mut d = demand(2, 10);
     d.cpus = vec![3, 7];
     let r = judge(&Needs::compute(d), &m);
@@ -140,7 +153,10 @@ fn check_on_this_machine_reports_the_real_limits() {
     let r = check(&n);
     let have = sys::get(Resource::Nofile).unwrap();
     let nofile = item(&r, "nofile");
-    assert_eq!(nofile.have, have.soft.map_or("unlimited".into(), |v| v.to_string()));
+    assert_eq!(
+        nofile.have,
+        have.soft.map_or("unlimited".into(), |v| v.to_string())
+    );
     // After check, the soft limit is at least the need or already at the hard limit.
     assert!(have.soft >= n.nofile || have.soft == have.hard);
 }

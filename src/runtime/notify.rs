@@ -70,7 +70,10 @@ impl Notifier {
         let sock = UnixDatagram::unbound()?;
         let sent = sock.send_to_addr(msg.as_bytes(), target)?;
         if sent != msg.len() {
-            return Err(io::Error::new(io::ErrorKind::WriteZero, "short notify datagram"));
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "short notify datagram",
+            ));
         }
         Ok(())
     }
@@ -154,10 +157,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("notify");
         let listener = UnixDatagram::bind(&path).unwrap();
-        listener.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        listener
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         let n = Notifier::to_path(&path).unwrap();
         assert!(n.is_enabled());
-        n.send(&[NotifyState::Ready, NotifyState::Status("2 shards listening")]).unwrap();
+        n.send(&[
+            NotifyState::Ready,
+            NotifyState::Status("2 shards listening"),
+        ])
+        .unwrap();
         let mut buf = [0u8; 256];
         let len = listener.recv(&mut buf).unwrap();
         assert_eq!(&buf[..len], b"READY=1\nSTATUS=2 shards listening\n");
@@ -165,10 +174,16 @@ mod tests {
 
     #[test]
     fn abstract_socket_names_are_supported() {
-        let name = format!("egressd-test-{}-{:?}", std::process::id(), std::thread::current().id());
+        let name = format!(
+            "egressd-test-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        );
         let addr = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
         let listener = UnixDatagram::bind_addr(&addr).unwrap();
-        listener.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        listener
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         let n = Notifier { target: Some(addr) };
         n.send(&[NotifyState::Watchdog]).unwrap();
         let mut buf = [0u8; 64];

@@ -16,7 +16,7 @@ use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::notify::{NotifyState, Notifier};
+use super::notify::{Notifier, NotifyState};
 
 /// The environment variable of the test-only fault hook.
 pub const STALL_SHARD_ENV: &str = "EGRESSD_TEST_STALL_SHARD";
@@ -62,7 +62,9 @@ fn parse_stall(value: Option<&str>) -> Option<usize> {
     let value = value?;
     match value.trim().parse() {
         Ok(n) => {
-            tracing::warn!("{STALL_SHARD_ENV}={n}: test fault hook active, shard {n} will stop heartbeating");
+            tracing::warn!(
+                "{STALL_SHARD_ENV}={n}: test fault hook active, shard {n} will stop heartbeating"
+            );
             Some(n)
         }
         Err(_) => {
@@ -106,7 +108,11 @@ struct State {
 
 impl Watchdog {
     /// Starts checking every `timeout / 2`, pinging through `notifier`.
-    pub fn spawn(hb: Heartbeat, timeout: Duration, notifier: Notifier) -> std::io::Result<Watchdog> {
+    pub fn spawn(
+        hb: Heartbeat,
+        timeout: Duration,
+        notifier: Notifier,
+    ) -> std::io::Result<Watchdog> {
         let (stop, stopped) = mpsc::channel();
         let state = Arc::new(Mutex::new(State::default()));
         let shared = state.clone();
@@ -134,7 +140,9 @@ impl Watchdog {
 
     /// Shards that did not advance at the last check.
     pub fn stuck(&self) -> Vec<usize> {
-        self.state.lock().map_or_else(|_| Vec::new(), |s| s.stuck.clone())
+        self.state
+            .lock()
+            .map_or_else(|_| Vec::new(), |s| s.stuck.clone())
     }
 
     pub fn stop(mut self) {

@@ -22,7 +22,11 @@ impl FakeManager {
         let path = dir.path().join("notify");
         let sock = UnixDatagram::bind(&path).unwrap();
         let notifier = Notifier::to_path(&path).unwrap();
-        FakeManager { _dir: dir, sock, notifier }
+        FakeManager {
+            _dir: dir,
+            sock,
+            notifier,
+        }
     }
 
     /// Waits (bounded) for the next WATCHDOG=1, skipping STATUS lines.
@@ -30,9 +34,13 @@ impl FakeManager {
         let deadline = Instant::now() + BOUND;
         let mut buf = [0u8; 512];
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            self.sock.set_read_timeout(Some(left.max(Duration::from_millis(1)))).unwrap();
+            self.sock
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .unwrap();
             match self.sock.recv(&mut buf) {
-                Ok(n) if buf[..n].split(|&b| b == b'\n').any(|l| l == b"WATCHDOG=1") => return true,
+                Ok(n) if buf[..n].split(|&b| b == b'\n').any(|l| l == b"WATCHDOG=1") => {
+                    return true
+                }
                 Ok(_) => continue,
                 Err(_) => return false,
             }
@@ -56,7 +64,10 @@ impl FakeManager {
 fn wait_until(mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + BOUND;
     while !cond() {
-        assert!(Instant::now() < deadline, "condition not reached within {BOUND:?}");
+        assert!(
+            Instant::now() < deadline,
+            "condition not reached within {BOUND:?}"
+        );
         std::thread::sleep(Duration::from_millis(2));
     }
 }
@@ -101,20 +112,31 @@ fn pings_while_all_shards_advance_and_stop_when_one_stalls() {
     assert_eq!(wd.pings(), pings, "pinged although shard 1 stalled");
     let received = fake.drain();
     assert!(!received.contains("WATCHDOG=1"), "{received}");
-    assert!(received.contains("stuck; watchdog pings stopped"), "{received}");
+    assert!(
+        received.contains("stuck; watchdog pings stopped"),
+        "{received}"
+    );
     assert_eq!(wd.stuck(), vec![1]);
 
     // Phase 3: shard 1 recovers; pings resume.
     hb.beat(0);
     hb.beat(1);
-    assert!(fake.next_ping(), "pings did not resume after the shard recovered");
+    assert!(
+        fake.next_ping(),
+        "pings did not resume after the shard recovered"
+    );
     wd.stop();
 }
 
 #[test]
 fn stopping_the_watchdog_ends_its_thread_promptly() {
     let fake = FakeManager::new();
-    let wd = Watchdog::spawn(Heartbeat::new(1), Duration::from_secs(3600), fake.notifier.clone()).unwrap();
+    let wd = Watchdog::spawn(
+        Heartbeat::new(1),
+        Duration::from_secs(3600),
+        fake.notifier.clone(),
+    )
+    .unwrap();
     // A one-hour period: only the stop signal can end the thread; join must return.
     wd.stop();
     assert_eq!(fake.drain(), "");
