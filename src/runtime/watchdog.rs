@@ -91,6 +91,31 @@ async fn heartbeat_loop(hb: Heartbeat, shard: usize, period: Duration, stalled: 
     }
 }
 
+/// The period for `heartbeat_task` when systemd asked for a watchdog; `None` = no
+/// watchdog, no heartbeat tasks needed.
+pub fn beat_period_from_env() -> Option<Duration> {
+    super::notify::watchdog_interval().map(beat_period)
+}
+
+/// Starts the check thread when `$WATCHDOG_USEC` asks for one (`None` otherwise), pinging
+/// through the process-wide notifier. Order at start-up: `Heartbeat::new(shards)`, start
+/// the shards (each spawns `heartbeat_task` with `beat_period_from_env()`), wait until
+/// every shard listens, then `arm_from_env` and `notify_ready`: systemd arms its watchdog
+/// at READY=1, and a shard still starting would look stuck to an earlier check.
+pub fn arm_from_env(hb: &Heartbeat) -> std::io::Result<Option<Watchdog>> {
+    let Some(timeout) = super::notify::watchdog_interval() else {
+        return Ok(None);
+    };
+    let notifier = super::notify::notifier().clone();
+    let watchdog = Watchdog::spawn(hb.clone(), timeout, notifier)?;
+    tracing::info!(
+        ?timeout,
+        shards = hb.shards(),
+        "watchdog armed: every shard must heartbeat"
+    );
+    Ok(Some(watchdog))
+}
+
 /// The check thread. Dropping it (or `stop`) ends the thread.
 #[derive(Debug)]
 pub struct Watchdog {
