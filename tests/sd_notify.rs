@@ -6,9 +6,12 @@
 //!
 //! Ignored until `egressd run`/`check-system` are wired (src/main.rs is a stub on the
 //! branch that wrote these tests): run with `cargo test --test sd_notify -- --ignored`.
+//! All four passed against a throwaway wiring of runtime::{limits, notify, watchdog} into
+//! a minimal main, and the first failed when that main sent READY=1 before binding.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -205,17 +208,46 @@ fn a_shard_that_stops_heartbeating_starves_the_watchdog() {
     assert!(gw.request().starts_with("HTTP/1.1 "));
 }
 
-/// `prlimit` lowers a limit for one command (allowed without privilege).
+/// Runs egressd with RLIMIT_MEMLOCK lowered to `bytes` (prlimit may lower limits without
+/// privilege). As root, CAP_IPC_LOCK is dropped too (setpriv), since it makes the kernel
+/// ignore the limit and egressd rightly counts it as fitting. Bounded: killed after BOUND.
 fn with_memlock(bytes: u64, args: &[&str], cfg: &Path) -> std::process::Output {
-    Command::new("prlimit")
-        .arg(format!("--memlock={bytes}:{bytes}"))
-        .arg("--")
-        .arg(env!("CARGO_BIN_EXE_egressd"))
+    let mut cmd = Command::new("prlimit");
+    cmd.arg(format!("--memlock={bytes}:{bytes}")).arg("--");
+    if std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(1)
+        == 0
+    {
+        cmd.args([
+            "setpriv",
+            "--inh-caps=-ipc_lock",
+            "--bounding-set=-ipc_lock",
+            "--",
+        ]);
+    }
+    cmd.arg(env!("CARGO_BIN_EXE_egressd"))
         .args(args)
         .arg("-c")
-        .arg(cfg)
-        .output()
-        .unwrap()
+        .arg(cfg);
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + BOUND;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "egressd {args:?} still running after {BOUND:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
 }
 
 #[test]
