@@ -277,6 +277,7 @@ fn helper_hardened_shards() {
         cpus: Vec::new(),
         io_memory_per_shard: io_memory,
         max_connections: 1000,
+        fds_per_connection: egressd::runtime::limits::SOCKETS_PER_CONNECTION,
         listeners: 1,
     });
     let report = ensure(&needs).unwrap_or_else(|e| panic!("{e}"));

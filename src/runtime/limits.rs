@@ -50,7 +50,14 @@ pub struct Demand {
     pub max_connections: u64,
     /// Listening ports (each shard binds one socket per port).
     pub listeners: usize,
+    /// Descriptors one proxied connection holds: `SOCKETS_PER_CONNECTION` (downstream and
+    /// upstream), plus 4 if passthrough keeps a splice pipe per direction per connection
+    /// rather than per shard.
+    pub fds_per_connection: u64,
 }
+
+/// A proxied connection's two sockets: downstream and upstream.
+pub const SOCKETS_PER_CONNECTION: u64 = 2;
 
 /// What the demand translates to, in the units the kernel limits use.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,9 +76,8 @@ impl Needs {
             .next_multiple_of(4096);
         let shards = demand.shards as u64;
         let memlock_bytes = shards * (REGISTRATIONS_PER_SHARD * io + RING_BYTES_PER_SHARD);
-        // Each proxied connection holds two sockets: downstream and upstream.
         let nofile = (demand.max_connections > 0).then(|| {
-            2 * demand.max_connections
+            demand.fds_per_connection * demand.max_connections
                 + shards * (demand.listeners as u64 + FDS_PER_SHARD)
                 + FDS_PROCESS
         });
@@ -267,8 +273,8 @@ pub fn judge(needs: &Needs, m: &Machine) -> Report {
         Some(n) => Item {
             name: "nofile",
             need: format!(
-                "{n} (2 x {} maxConnections + {} shard(s) x ({} listener(s) + {FDS_PER_SHARD}) + {FDS_PROCESS})",
-                d.max_connections, d.shards, d.listeners
+                "{n} ({} x {} maxConnections + {} shard(s) x ({} listener(s) + {FDS_PER_SHARD}) + {FDS_PROCESS})",
+                d.fds_per_connection, d.max_connections, d.shards, d.listeners
             ),
             have: limit(m.nofile.soft, |v| v.to_string()),
             fix: below(m.nofile.soft, n)

@@ -11,6 +11,7 @@ fn demand(shards: usize, max_connections: u64) -> Demand {
         io_memory_per_shard: MIB,
         max_connections,
         listeners: 3,
+        fds_per_connection: SOCKETS_PER_CONNECTION,
     }
 }
 
@@ -59,6 +60,12 @@ fn nofile_counts_two_sockets_per_connection_and_listeners_per_shard() {
     let n = Needs::compute(demand(2, 1000));
     assert_eq!(n.nofile, Some(2000 + 2 * (3 + 16) + 64));
     assert_eq!(Needs::compute(demand(2, 0)).nofile, None);
+    let mut with_pipes = demand(2, 1000);
+    with_pipes.fds_per_connection = 6;
+    assert_eq!(
+        Needs::compute(with_pipes).nofile,
+        Some(6000 + 2 * (3 + 16) + 64)
+    );
 }
 
 #[test]
