@@ -1,8 +1,12 @@
-//! The sharded runtime: shard state, snapshot publication, executors, signals and drain.
+//! The sharded runtime: shard state, snapshot publication, executors, signals and drain,
+//! service-manager integration and system limits.
 
 pub mod control;
 pub mod dns_thread;
 pub mod executor;
+pub mod limits;
+pub mod notify;
 pub mod run;
 pub mod shard;
 pub mod snapshot;
+pub mod watchdog;

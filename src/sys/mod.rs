@@ -7,6 +7,7 @@
 
 pub mod cpu;
 pub mod fd;
+pub mod limits;
 pub mod liveness;
 pub mod pipe;
 pub mod socket;
