@@ -15,6 +15,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use super::control::Control;
 use super::shard::Shard;
+use super::watchdog::{beat_period_from_env, heartbeat_task, Heartbeat};
 use crate::config::model::Protocol;
 use crate::listener::accept::{accept_loop, ListenerCtx};
 use crate::listener::bind::bind_reuseport;
@@ -40,12 +41,13 @@ pub fn spawn_shard(
     cpu: usize,
     control: Arc<Control>,
     log: AccessLogSender,
+    heartbeat: Heartbeat,
     reports: Sender<ShardReport>,
 ) -> std::io::Result<glommio::ExecutorJoinHandle<()>> {
     LocalExecutorBuilder::new(Placement::Fixed(cpu))
         .name(&format!("egressd-shard-{id}"))
         .io_memory(IO_MEMORY)
-        .spawn(move || async move { run_shard(id, control, log, reports).await })
+        .spawn(move || async move { run_shard(id, control, log, heartbeat, reports).await })
         .map_err(|e| std::io::Error::other(e.to_string()))
 }
 
@@ -60,6 +62,7 @@ async fn run_shard(
     id: usize,
     control: Arc<Control>,
     log: AccessLogSender,
+    heartbeat: Heartbeat,
     reports: Sender<ShardReport>,
 ) {
     let shard = Rc::new(Shard::new(id, control.shards, control.cell.clone(), log));
@@ -79,6 +82,9 @@ async fn run_shard(
         let _ = reports.send(ShardReport::BindFailed(id, addr, e));
         return;
     }
+    // The watchdog pings only while every shard's executor keeps running its timers.
+    let beats = beat_period_from_env()
+        .map(|period| glommio::spawn_local(heartbeat_task(heartbeat, id, period)).detach());
     let _ = reports.send(ShardReport::Listening(id));
     let mut generation = shard.snapshot().generation;
     let mut last_sweep = Instant::now();
@@ -106,6 +112,9 @@ async fn run_shard(
         glommio::timer::sleep(Duration::from_millis(20)).await;
     }
     publisher.cancel();
+    if let Some(b) = beats {
+        b.cancel();
+    }
     tracing::debug!(shard = id, left = shard.open_connections(), "shard drained");
 }
 
