@@ -78,7 +78,8 @@ pub async fn accept_loop(
 /// Connection caps: `maxConnections` is split evenly across shards (no shared counter on the
 /// data path); `maxConnectionsPerListener` likewise per listener.
 fn admit(shard: &Shard, ctx: &ListenerCtx) -> bool {
-    let limits = shard.bootstrap().limits;
+    let snapshot = shard.snapshot();
+    let limits = &snapshot.config.gateway.limits;
     let shards = shard.shard_count() as u64;
     let global_cap = limits.max_connections.div_ceil(shards).max(1);
     let listener_cap = match limits.max_connections_per_listener {

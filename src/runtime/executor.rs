@@ -106,7 +106,7 @@ async fn run_shard(
         b.stop.set(true);
         b.task.cancel();
     }
-    let drain = shard.bootstrap().timeouts.drain;
+    let drain = shard.snapshot().config.gateway.timeouts.drain;
     let deadline = Instant::now() + drain;
     while shard.open_connections() > 0 && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(20)).await;

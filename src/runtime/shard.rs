@@ -9,7 +9,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::model::{Bootstrap, LoadBalancer};
+use crate::config::model::LoadBalancer;
 use crate::obs::access_log::AccessRecord;
 use crate::obs::log_writer::AccessLogSender;
 use crate::obs::shard_stats::{ShardStats, BLACKHOLE_CLUSTER};
@@ -68,11 +68,6 @@ impl Shard {
     #[allow(clippy::redundant_allocation)] // see SnapshotView
     pub fn snapshot(&self) -> Rc<Arc<Snapshot>> {
         self.view.current()
-    }
-
-    /// The bootstrap settings of the current snapshot.
-    pub fn bootstrap(&self) -> Bootstrap {
-        self.snapshot().config.gateway.clone()
     }
 
     /// xorshift64*: fast, shard-local, good enough for load balancing and weights.

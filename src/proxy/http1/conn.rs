@@ -44,14 +44,22 @@ pub async fn serve<D: AsyncRead + AsyncWrite + Unpin>(
     mut down: D,
     info: DownstreamInfo,
 ) {
-    let gw = shard.bootstrap();
-    let head_limit = (gw.limits.max_request_headers_kb as usize * 1024).max(1024);
+    let head_limit = (shard
+        .snapshot()
+        .config
+        .gateway
+        .limits
+        .max_request_headers_kb as usize
+        * 1024)
+        .max(1024);
     let mut buf = ReadBuf::new(head_limit);
     let mut head = RequestHead::default();
     let mut req_wire = Vec::with_capacity(1024);
     let mut resp_wire = Vec::with_capacity(1024);
     loop {
-        let gw = shard.bootstrap();
+        // The bootstrap of the snapshot current now: reloads apply from the next request.
+        let snapshot = shard.snapshot();
+        let gw = &snapshot.config.gateway;
         if buf.is_empty() {
             match within(Some(gw.timeouts.downstream_idle), buf.fill(&mut down)).await {
                 Some(Ok(n)) if n > 0 => {}
@@ -193,7 +201,7 @@ async fn route_and_forward<D: AsyncRead + AsyncWrite + Unpin>(
         head,
         wire: req_wire,
         body_in_wire,
-        body_limit: shard.bootstrap().limits.max_request_body_bytes,
+        body_limit: snapshot.config.gateway.limits.max_request_body_bytes,
         head_request: head.method == "HEAD",
     };
     outcome.close = !body_in_wire;

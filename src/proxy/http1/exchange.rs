@@ -180,18 +180,32 @@ pub async fn forward<D: AsyncRead + AsyncWrite + Unpin>(
         outcome.close,
     );
     up.buf.consume(head_len);
+    // A small body already read with the head leaves in the same write: one send, not two.
+    let whole_body = match resp.framing {
+        Framing::Length(n) if n <= up.buf.len() as u64 => {
+            resp_wire.extend_from_slice(&up.buf.data()[..n as usize]);
+            up.buf.consume(n as usize);
+            Some(n)
+        }
+        _ => None,
+    };
     if down.write_all(resp_wire).await.is_err() {
         outcome.close = true;
         outcome.flag = Some("DC");
         return Ok(());
     }
     let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-    match within(
-        left,
-        copy_body(resp.framing, &mut up.buf, &mut up.stream, down, 0),
-    )
-    .await
-    {
+    let body = match whole_body {
+        Some(n) => Some(Ok(n)),
+        None => {
+            within(
+                left,
+                copy_body(resp.framing, &mut up.buf, &mut up.stream, down, 0),
+            )
+            .await
+        }
+    };
+    match body {
         Some(Ok(n)) => {
             outcome.bytes_sent = n;
             let under_cap = cluster.max_requests_per_connection == 0
