@@ -9,13 +9,14 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::model::{Bootstrap, LoadBalancer};
+use crate::config::model::Bootstrap;
 use crate::obs::access_log::AccessRecord;
 use crate::obs::log_writer::AccessLogSender;
 use crate::obs::shard_stats::{ShardStats, BLACKHOLE_CLUSTER};
 use crate::obs::stats::ClusterStats;
 use crate::route::table::Snapshot;
 use crate::runtime::snapshot::{SnapshotCell, SnapshotView};
+use crate::upstream::balancer::Balancer;
 use crate::upstream::cluster::Cluster;
 use crate::upstream::pool::Pool;
 
@@ -26,6 +27,7 @@ pub struct Shard {
     view: SnapshotView,
     pub pool: Pool,
     rng: Cell<u64>,
+    draining: Cell<bool>,
     clusters: RefCell<HashMap<String, Rc<ClusterLocal>>>,
     pub stats: Rc<ShardStats>,
     log: Rc<AccessLogSender>,
@@ -42,6 +44,7 @@ impl Shard {
             view,
             pool: Pool::new(max_idle),
             rng: Cell::new(seed(id)),
+            draining: Cell::new(false),
             clusters: RefCell::new(HashMap::new()),
             stats: Rc::new(ShardStats::new()),
             log: Rc::new(log),
@@ -107,7 +110,7 @@ impl Shard {
             return state.clone();
         }
         let state = Rc::new(ClusterLocal {
-            rr: Cell::new(self.random() as usize),
+            balancer: Balancer::new(self.random() as usize),
             stats: self.stats.cluster(&cluster.name),
         });
         self.clusters
@@ -135,9 +138,30 @@ impl Shard {
         }
     }
 
-    /// Periodic housekeeping (pool sweep); the shard runs it from a timer task.
+    /// Set once when the shard starts draining (SIGTERM or `POST /drain_listeners`).
+    pub fn set_draining(&self) {
+        self.draining.set(true);
+    }
+
+    /// While draining, HTTP responses carry `connection: close` and keep-alive ends after
+    /// the current response, so connections finish instead of waiting for the deadline.
+    pub fn draining(&self) -> bool {
+        self.draining.get()
+    }
+
+    /// Periodic housekeeping (pool sweep, ending outlier ejections that are over); the
+    /// shard runs it from a timer task.
     pub fn tick(&self) {
         self.pool.sweep();
+        let snapshot = self.snapshot();
+        for (name, state) in self.clusters.borrow().iter() {
+            let outlier = snapshot
+                .clusters
+                .iter()
+                .find(|c| &c.name == name)
+                .and_then(|c| c.outlier);
+            state.balancer.sweep(outlier, &state.stats);
+        }
     }
 }
 
@@ -149,39 +173,60 @@ fn seed(id: usize) -> u64 {
     (t ^ ((id as u64 + 1) << 48) ^ (std::process::id() as u64)) | 1
 }
 
-/// Shard-local state of one cluster.
+/// Shard-local state of one cluster: its endpoint balancer (load, outlier ejections) and
+/// its counters. Kept across reloads by cluster name.
 pub struct ClusterLocal {
-    rr: Cell<usize>,
+    balancer: Balancer,
     pub stats: Rc<ClusterStats>,
 }
 
+/// One request in flight to an endpoint, for LEAST_REQUEST; dropping it ends the request.
+pub struct InFlight<'a> {
+    state: &'a ClusterLocal,
+    addr: SocketAddr,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.state.balancer.request_finished(self.addr);
+    }
+}
+
 impl ClusterLocal {
-    /// Chooses an endpoint by the cluster's policy; None when it has none (503 UH).
+    /// Chooses an endpoint by the cluster's policy, skipping ejected ones; None when the
+    /// cluster has none (503 UH).
     pub fn pick_endpoint(&self, cluster: &Cluster, shard: &Shard) -> Option<SocketAddr> {
-        let endpoints = &cluster.endpoints;
-        if endpoints.is_empty() {
-            return None;
+        self.balancer
+            .pick(cluster, &self.stats, &|| shard.random())
+    }
+
+    /// Counts a request to `addr` as running until the returned guard drops.
+    pub fn request_started(&self, addr: SocketAddr) -> InFlight<'_> {
+        self.balancer.request_started(addr);
+        InFlight { state: self, addr }
+    }
+
+    /// Tells outlier detection how an attempt on `addr` ended: the upstream's status, or
+    /// None when our attempt failed (connect failure, reset, timeout).
+    pub fn on_endpoint_result(&self, cluster: &Cluster, addr: SocketAddr, status: Option<u16>) {
+        self.balancer.result(cluster, &self.stats, addr, status);
+    }
+
+    /// Whether this shard may open one more connection to `cluster`: its share of
+    /// `connectionPool.tcp.maxConnections` (split evenly across shards, at least one, so no
+    /// counter is shared on the data path). Counts `upstream_cx_overflow` when not.
+    pub fn may_connect(&self, cluster: &Cluster, shard: &Shard) -> bool {
+        if cluster.max_connections == 0 {
+            return true;
         }
-        let weighted = endpoints.iter().any(|e| e.weight > 0);
-        let index = if weighted {
-            let total: u32 = endpoints.iter().map(|e| e.weight).sum();
-            let mut point = shard.random() % total.max(1);
-            endpoints.iter().position(|e| {
-                let hit = point < e.weight;
-                point = point.saturating_sub(e.weight);
-                hit
-            })?
-        } else {
-            match cluster.lb {
-                LoadBalancer::Random => shard.random() as usize % endpoints.len(),
-                LoadBalancer::RoundRobin | LoadBalancer::LeastRequest => {
-                    let i = self.rr.get();
-                    self.rr.set(i.wrapping_add(1));
-                    i % endpoints.len()
-                }
-            }
-        };
-        Some(endpoints[index].addr)
+        let share = (cluster.max_connections as u64)
+            .div_ceil(shard.shard_count() as u64)
+            .max(1);
+        let ok = self.stats.upstream_cx_active.get() < share;
+        if !ok {
+            self.stats.upstream_cx_overflow.inc();
+        }
+        ok
     }
 
     pub fn on_connect_fail(&self, timed_out: bool) {

@@ -100,7 +100,8 @@ pub async fn serve<D: AsyncRead + AsyncWrite + Unpin>(
                     &mut rec,
                 )
                 .await;
-                let close = outcome.close || head.close;
+                // While draining, the answer to this request is the connection's last.
+                let close = outcome.close || head.close || shard.draining();
                 log::set_outcome(&mut rec, &outcome);
                 if let Err(e) = result {
                     reject(&shard, &mut down, &mut resp_wire, e, &mut rec, close).await;
@@ -239,6 +240,7 @@ fn local_body(e: &ProxyError) -> &'static str {
     match e {
         ProxyError::NoRoute => "no route to this destination from the egress gateway\n",
         ProxyError::NoHealthyUpstream => "no healthy upstream\n",
+        ProxyError::UpstreamOverflow => "upstream connection limit reached\n",
         ProxyError::ConnectFailed(_) | ProxyError::ConnectTimeout => "upstream connect error\n",
         ProxyError::UpstreamTimeout => "upstream request timeout\n",
         ProxyError::HeaderTimeout => "request header timeout\n",
