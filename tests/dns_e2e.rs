@@ -160,3 +160,15 @@ fn servfail_keeps_the_last_good_answer() {
         assert_eq!(resp.body, b"127.0.0.2");
     }
 }
+
+#[test]
+fn a_name_with_only_an_aaaa_record_is_reached_over_ipv6() {
+    let dns = DnsServer::start(1);
+    let origin = Origin::start_on(
+        "[::1]:0",
+        Arc::new(|_| b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nv6".to_vec()),
+    );
+    dns.set(NAME, &["::1".parse().unwrap()]);
+    let (_gw, gw_port) = start(&dns, false, origin.port());
+    wait_for_body(gw_port, "v6", Duration::from_secs(15));
+}
