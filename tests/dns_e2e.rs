@@ -134,7 +134,11 @@ fn a_private_answer_is_refused_when_deny_private_addresses_is_on() {
     assert_eq!(resp.status, 503);
     let lines = gw.access_log_lines(1);
     assert!(lines.last().unwrap().contains(" 503 UH "), "{lines:?}");
-    assert_eq!(origin.connection_count(), 0, "the private address was never dialled");
+    assert_eq!(
+        origin.connection_count(),
+        0,
+        "the private address was never dialled"
+    );
 }
 
 #[test]

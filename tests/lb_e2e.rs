@@ -19,7 +19,12 @@ const CLUSTER: &str = "cluster.outbound|80||lb.example.";
 
 /// An origin answering `status` with `x-origin: name`; requests to `/hold` wait (bounded)
 /// while `hold` is set, and `busy` counts the ones waiting.
-fn origin(name: &'static str, status: u16, hold: Arc<AtomicBool>, busy: Arc<AtomicUsize>) -> Origin {
+fn origin(
+    name: &'static str,
+    status: u16,
+    hold: Arc<AtomicBool>,
+    busy: Arc<AtomicUsize>,
+) -> Origin {
     Origin::start(Arc::new(move |req| {
         if req.path == "/hold" {
             busy.fetch_add(1, Ordering::SeqCst);
@@ -29,7 +34,8 @@ fn origin(name: &'static str, status: u16, hold: Arc<AtomicBool>, busy: Arc<Atom
             }
             busy.fetch_sub(1, Ordering::SeqCst);
         }
-        format!("HTTP/1.1 {status} X\r\nx-origin: {name}\r\ncontent-length: 2\r\n\r\nok").into_bytes()
+        format!("HTTP/1.1 {status} X\r\nx-origin: {name}\r\ncontent-length: 2\r\n\r\nok")
+            .into_bytes()
     }))
 }
 
@@ -84,7 +90,11 @@ spec:
 
 fn start(ports: &[u16], traffic_policy: &str) -> (Gateway, u16) {
     let port = free_port();
-    let gw = Gateway::start(&[(80, port)], &resources(ports, traffic_policy), &["--shards", "1"]);
+    let gw = Gateway::start(
+        &[(80, port)],
+        &resources(ports, traffic_policy),
+        &["--shards", "1"],
+    );
     (gw, port)
 }
 
@@ -118,13 +128,17 @@ fn least_request_sends_traffic_to_the_idle_endpoint_while_the_other_is_busy() {
     let slow_busy = Arc::new(AtomicUsize::new(0));
     let slow = origin("slow", 200, hold.clone(), slow_busy.clone());
     let fast = plain("fast", 200);
-    let (_gw, port) = start(&[slow.port(), fast.port()], "    loadBalancer: {simple: LEAST_REQUEST}");
+    let (_gw, port) = start(
+        &[slow.port(), fast.port()],
+        "    loadBalancer: {simple: LEAST_REQUEST}",
+    );
     // Park one request on `slow` (ties go either way, so retry until one lands there).
     let mut parked = None;
     for _ in 0..50 {
         let t = std::thread::spawn(move || get(port, HOST, "/hold").status);
         let deadline = Instant::now() + Duration::from_secs(5);
-        while slow_busy.load(Ordering::SeqCst) == 0 && !t.is_finished() && Instant::now() < deadline {
+        while slow_busy.load(Ordering::SeqCst) == 0 && !t.is_finished() && Instant::now() < deadline
+        {
             std::thread::sleep(Duration::from_millis(5));
         }
         if slow_busy.load(Ordering::SeqCst) == 1 {
@@ -160,11 +174,21 @@ fn a_failing_endpoint_is_ejected_until_base_ejection_time_passes() {
     }
     assert_eq!(bad_hits, 2);
     let seen = spread(port, 20, "/");
-    assert_eq!(seen.get("bad"), None, "ejected endpoint got traffic: {seen:?}");
-    assert_eq!(seen.get("a").copied().unwrap_or(0) + seen.get("b").copied().unwrap_or(0), 20);
+    assert_eq!(
+        seen.get("bad"),
+        None,
+        "ejected endpoint got traffic: {seen:?}"
+    );
+    assert_eq!(
+        seen.get("a").copied().unwrap_or(0) + seen.get("b").copied().unwrap_or(0),
+        20
+    );
     let enforced = format!("{CLUSTER}outlier_detection.ejections_enforced_total");
     assert_eq!(gw.stat(&enforced), Some(1));
-    assert_eq!(gw.stat(&format!("{CLUSTER}outlier_detection.ejections_active")), Some(1));
+    assert_eq!(
+        gw.stat(&format!("{CLUSTER}outlier_detection.ejections_active")),
+        Some(1)
+    );
     // After baseEjectionTime it gets traffic again.
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut back = false;

@@ -191,12 +191,18 @@ fn load(port: u16, stop: Arc<AtomicBool>, ok: Arc<AtomicU64>, failed: Arc<Atomic
         match resp {
             Ok(r) if r.status == 200 && r.body == b"stable" => {
                 ok.fetch_add(1, Ordering::Relaxed);
-                if r.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close")) {
+                if r.header("connection")
+                    .is_some_and(|v| v.eq_ignore_ascii_case("close"))
+                {
                     conn = None;
                 }
             }
             Ok(r) => {
-                eprintln!("load: unexpected {} {:?}", r.status, String::from_utf8_lossy(&r.body));
+                eprintln!(
+                    "load: unexpected {} {:?}",
+                    r.status,
+                    String::from_utf8_lossy(&r.body)
+                );
                 failed.fetch_add(1, Ordering::Relaxed);
                 conn = None;
             }
@@ -266,7 +272,9 @@ fn twenty_reloads_under_keep_alive_load_fail_no_request_on_a_stable_route() {
             });
             assert_eq!(get(s.alt, "stable.example", "/").status, 200);
         } else {
-            wait_until(Duration::from_secs(10), "listener 81 to close", || refused(s.alt));
+            wait_until(Duration::from_secs(10), "listener 81 to close", || {
+                refused(s.alt)
+            });
         }
         last_good = v;
         std::thread::sleep(Duration::from_millis(50));
@@ -298,15 +306,19 @@ fn a_configmap_symlink_swap_is_picked_up_by_the_watcher() {
     std::os::unix::fs::symlink("..v1", dir.join("..data")).unwrap();
     std::os::unix::fs::symlink("..data/egressd.yaml", dir.join("link.tmp")).unwrap();
     std::fs::rename(dir.join("link.tmp"), &s.gw.config).unwrap();
-    wait_until(Duration::from_secs(10), "version 1 through the symlink", || {
-        get(s.port, "extra-1.example", "/").status == 200
-    });
+    wait_until(
+        Duration::from_secs(10),
+        "version 1 through the symlink",
+        || get(s.port, "extra-1.example", "/").status == 200,
+    );
     // The atomic swap: a new `..data` symlink renamed over the old one.
     std::os::unix::fs::symlink("..v2", dir.join("..data_tmp")).unwrap();
     std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
-    wait_until(Duration::from_secs(10), "version 2 after the ..data swap", || {
-        get(s.port, "extra-2.example", "/").status == 200
-    });
+    wait_until(
+        Duration::from_secs(10),
+        "version 2 after the ..data swap",
+        || get(s.port, "extra-2.example", "/").status == 200,
+    );
     assert_eq!(get(s.port, "extra-1.example", "/").status, 502);
     s.gw.wait_for_log("config file changed; reloading", Duration::from_secs(1));
 }
@@ -377,24 +389,41 @@ spec:
 
 #[test]
 fn sigterm_lets_the_in_flight_request_finish_refuses_new_connections_and_exits_zero() {
-    let (release, waiting) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+    let (release, waiting) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicU64::new(0)),
+    );
     let origin = holding_origin(release.clone(), waiting.clone());
     let port = free_port();
-    let mut gw = Gateway::start(&[(80, port)], &single_route(origin.port()), &["--shards", "2"]);
+    let mut gw = Gateway::start(
+        &[(80, port)],
+        &single_route(origin.port()),
+        &["--shards", "2"],
+    );
     // A keep-alive connection with one request in flight.
     let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
     conn.write_all(b"GET /slow HTTP/1.1\r\nHost: slow.example\r\n\r\n")
         .unwrap();
-    wait_until(Duration::from_secs(10), "the request to reach the origin", || {
-        waiting.load(Ordering::SeqCst) == 1
-    });
+    wait_until(
+        Duration::from_secs(10),
+        "the request to reach the origin",
+        || waiting.load(Ordering::SeqCst) == 1,
+    );
     gw.signal(15);
-    wait_until(Duration::from_secs(10), "new connections to be refused", || refused(port));
+    wait_until(
+        Duration::from_secs(10),
+        "new connections to be refused",
+        || refused(port),
+    );
     release.store(true, Ordering::SeqCst);
     let resp = common::read_response(&mut conn);
     assert_eq!(resp.status, 200);
     assert_eq!(resp.body, b"done");
-    assert_eq!(resp.header("connection"), Some("close"), "keep-alive ends while draining");
+    assert_eq!(
+        resp.header("connection"),
+        Some("close"),
+        "keep-alive ends while draining"
+    );
     assert_eq!(gw.wait_exit(Duration::from_secs(15)), Some(0));
 }
 
@@ -403,13 +432,19 @@ fn drain_listeners_closes_the_listeners_and_turns_ready_503_without_exiting() {
     let (release, waiting) = (Arc::new(AtomicBool::new(true)), Arc::new(AtomicU64::new(0)));
     let origin = holding_origin(release, waiting);
     let port = free_port();
-    let mut gw = Gateway::start(&[(80, port)], &single_route(origin.port()), &["--shards", "2"]);
+    let mut gw = Gateway::start(
+        &[(80, port)],
+        &single_route(origin.port()),
+        &["--shards", "2"],
+    );
     assert_eq!(gw.admin_get("/ready").0, 200);
     assert_eq!(get(port, "slow.example", "/").status, 200);
     let (status, _) = admin_request(gw.admin, "POST", "/drain_listeners");
     assert_eq!(status, 200);
     assert_eq!(gw.admin_get("/ready").0, 503);
-    wait_until(Duration::from_secs(10), "the listener to close", || refused(port));
+    wait_until(Duration::from_secs(10), "the listener to close", || {
+        refused(port)
+    });
     // Still running: the admin server answers and the process has not exited.
     assert_eq!(gw.admin_get("/healthz").0, 200);
     assert_eq!(gw.wait_exit(Duration::from_millis(300)), None);

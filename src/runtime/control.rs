@@ -64,21 +64,27 @@ impl Control {
         });
         // Weak: the hub lives inside the control; a strong reference would be a cycle.
         let weak = Arc::downgrade(&control);
-        control.stats.add_global_counter(STAT_RELOAD_ATTEMPT, move || {
-            weak.upgrade().map_or(0, |c| {
-                c.reloads_ok.load(Ordering::Relaxed) + c.reloads_failed.load(Ordering::Relaxed)
-            })
-        });
+        control
+            .stats
+            .add_global_counter(STAT_RELOAD_ATTEMPT, move || {
+                weak.upgrade().map_or(0, |c| {
+                    c.reloads_ok.load(Ordering::Relaxed) + c.reloads_failed.load(Ordering::Relaxed)
+                })
+            });
         let weak = Arc::downgrade(&control);
-        control.stats.add_global_counter(STAT_RELOAD_SUCCESS, move || {
-            weak.upgrade()
-                .map_or(0, |c| c.reloads_ok.load(Ordering::Relaxed))
-        });
+        control
+            .stats
+            .add_global_counter(STAT_RELOAD_SUCCESS, move || {
+                weak.upgrade()
+                    .map_or(0, |c| c.reloads_ok.load(Ordering::Relaxed))
+            });
         let weak = Arc::downgrade(&control);
-        control.stats.add_global_counter(STAT_RELOAD_REJECTED, move || {
-            weak.upgrade()
-                .map_or(0, |c| c.reloads_failed.load(Ordering::Relaxed))
-        });
+        control
+            .stats
+            .add_global_counter(STAT_RELOAD_REJECTED, move || {
+                weak.upgrade()
+                    .map_or(0, |c| c.reloads_failed.load(Ordering::Relaxed))
+            });
         control
     }
 

@@ -196,8 +196,7 @@ impl ClusterLocal {
     /// Chooses an endpoint by the cluster's policy, skipping ejected ones; None when the
     /// cluster has none (503 UH).
     pub fn pick_endpoint(&self, cluster: &Cluster, shard: &Shard) -> Option<SocketAddr> {
-        self.balancer
-            .pick(cluster, &self.stats, &|| shard.random())
+        self.balancer.pick(cluster, &self.stats, &|| shard.random())
     }
 
     /// Counts a request to `addr` as running until the returned guard drops.

@@ -139,7 +139,8 @@ impl Balancer {
         let ejected_now = states
             .iter()
             .filter(|(a, s)| {
-                s.ejected_until.is_some_and(|t| t > now) && cluster.endpoints.iter().any(|e| e.addr == **a)
+                s.ejected_until.is_some_and(|t| t > now)
+                    && cluster.endpoints.iter().any(|e| e.addr == **a)
             })
             .count() as u64;
         let s = states.entry(addr).or_default();
@@ -230,4 +231,154 @@ fn weighted(all: &[Endpoint], cands: &[usize], random: u32) -> usize {
         point -= all[i].weight;
     }
     cands[cands.len() - 1]
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use super::{ejection_time, Balancer};
+    use crate::config::model::{LoadBalancer, Resolution};
+    use crate::obs::stats::ClusterStats;
+    use crate::upstream::cluster::{Cluster, Endpoint, OutlierPolicy};
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    fn cluster(lb: LoadBalancer, ports: &[u16], outlier: Option<OutlierPolicy>) -> Cluster {
+        Cluster {
+            name: "outbound|80||t".into(),
+            host: "t".into(),
+            port: 80,
+            resolution: Resolution::Static,
+            endpoints: ports
+                .iter()
+                .map(|&p| Endpoint {
+                    addr: addr(p),
+                    weight: 0,
+                    labels: Default::default(),
+                })
+                .collect(),
+            dns_targets: Vec::new(),
+            lb,
+            connect_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(1),
+            max_requests_per_connection: 0,
+            tls: None,
+            max_connections: 0,
+            outlier,
+        }
+    }
+
+    fn policy(consecutive_5xx: u32, consecutive_gateway: u32, max_pct: u32) -> OutlierPolicy {
+        OutlierPolicy {
+            consecutive_5xx,
+            consecutive_gateway,
+            interval: Duration::from_secs(10),
+            base_ejection: Duration::from_secs(30),
+            max_ejection_percent: max_pct,
+        }
+    }
+
+    /// A deterministic stand-in for the shard's RNG.
+    fn counter() -> impl Fn() -> u32 {
+        let n = Cell::new(0u32);
+        move || {
+            n.set(n.get().wrapping_mul(1_103_515_245).wrapping_add(12_345));
+            n.get() >> 8
+        }
+    }
+
+    #[test]
+    fn least_request_avoids_the_endpoint_with_a_request_in_flight() {
+        let c = cluster(LoadBalancer::LeastRequest, &[1, 2, 3], None);
+        let (b, stats, rng) = (Balancer::new(0), ClusterStats::new("t"), counter());
+        b.request_started(addr(1));
+        b.request_started(addr(1));
+        b.request_started(addr(2));
+        let picks: Vec<_> = (0..60).map(|_| b.pick(&c, &stats, &rng).unwrap()).collect();
+        assert!(
+            !picks.contains(&addr(1)),
+            "the busiest is never preferred over an idler one"
+        );
+        assert!(picks.iter().filter(|&&a| a == addr(3)).count() > 30);
+        b.request_finished(addr(1));
+        b.request_finished(addr(1));
+        b.request_finished(addr(2));
+        let picks: Vec<_> = (0..60).map(|_| b.pick(&c, &stats, &rng).unwrap()).collect();
+        assert!(
+            [1, 2, 3].iter().all(|&p| picks.contains(&addr(p))),
+            "equal loads spread"
+        );
+    }
+
+    #[test]
+    fn round_robin_cycles_and_skips_an_ejected_endpoint() {
+        let c = cluster(
+            LoadBalancer::RoundRobin,
+            &[1, 2, 3],
+            Some(policy(2, 0, 100)),
+        );
+        let (b, stats, rng) = (Balancer::new(0), ClusterStats::new("t"), counter());
+        let picks: Vec<_> = (0..6)
+            .map(|_| b.pick(&c, &stats, &rng).unwrap().port())
+            .collect();
+        assert_eq!(picks, [1, 2, 3, 1, 2, 3]);
+        b.result(&c, &stats, addr(2), Some(500));
+        b.result(&c, &stats, addr(2), Some(200)); // a success resets the streak
+        b.result(&c, &stats, addr(2), Some(500));
+        assert_eq!(stats.outlier_ejections_enforced_total.get(), 0);
+        b.result(&c, &stats, addr(2), Some(503));
+        assert_eq!(stats.outlier_ejections_enforced_total.get(), 1);
+        assert_eq!(stats.outlier_ejections_active.get(), 1);
+        let picks: Vec<_> = (0..6)
+            .map(|_| b.pick(&c, &stats, &rng).unwrap().port())
+            .collect();
+        assert!(!picks.contains(&2), "{picks:?}");
+    }
+
+    #[test]
+    fn max_ejection_percent_caps_ejections_but_always_allows_one() {
+        let c = cluster(LoadBalancer::RoundRobin, &[1, 2, 3], Some(policy(1, 0, 10)));
+        let (b, stats) = (Balancer::new(0), ClusterStats::new("t"));
+        b.result(&c, &stats, addr(1), Some(500));
+        b.result(&c, &stats, addr(2), Some(500));
+        assert_eq!(stats.outlier_ejections_enforced_total.get(), 1);
+    }
+
+    #[test]
+    fn gateway_errors_and_local_failures_count_separately_from_other_5xx() {
+        let c = cluster(LoadBalancer::Random, &[1, 2], Some(policy(0, 2, 100)));
+        let (b, stats) = (Balancer::new(0), ClusterStats::new("t"));
+        b.result(&c, &stats, addr(1), Some(500));
+        b.result(&c, &stats, addr(1), Some(500));
+        assert_eq!(
+            stats.outlier_ejections_enforced_total.get(),
+            0,
+            "500 is no gateway error"
+        );
+        b.result(&c, &stats, addr(1), Some(502));
+        b.result(&c, &stats, addr(1), None);
+        assert_eq!(stats.outlier_ejections_enforced_total.get(), 1);
+    }
+
+    #[test]
+    fn when_every_endpoint_is_ejected_traffic_still_flows() {
+        let c = cluster(LoadBalancer::RoundRobin, &[1], Some(policy(1, 0, 100)));
+        let (b, stats, rng) = (Balancer::new(0), ClusterStats::new("t"), counter());
+        b.result(&c, &stats, addr(1), None);
+        assert_eq!(stats.outlier_ejections_active.get(), 1);
+        assert_eq!(b.pick(&c, &stats, &rng), Some(addr(1)));
+    }
+
+    #[test]
+    fn ejection_time_grows_with_each_ejection_up_to_the_cap() {
+        let p = policy(1, 0, 100);
+        assert_eq!(ejection_time(&p, 1), Duration::from_secs(30));
+        assert_eq!(ejection_time(&p, 3), Duration::from_secs(90));
+        assert_eq!(ejection_time(&p, 100), OutlierPolicy::MAX_EJECTION);
+    }
 }

@@ -7,8 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::config::model::{
-    ClientTls, ClientTlsMode, Config, ConnectionPool, LoadBalancer, OutlierDetection,
-    TrafficPolicy,
+    ClientTls, ClientTlsMode, Config, ConnectionPool, LoadBalancer, OutlierDetection, TrafficPolicy,
 };
 use crate::upstream::cluster::OutlierPolicy;
 
@@ -84,10 +83,7 @@ pub fn for_destination(
             .tls
             .filter(|t| t.mode != ClientTlsMode::Disable)
             .cloned(),
-        max_connections: layers
-            .pool
-            .and_then(|p| p.tcp_max_connections)
-            .unwrap_or(0),
+        max_connections: layers.pool.and_then(|p| p.tcp_max_connections).unwrap_or(0),
         outlier: layers.outlier.map(OutlierPolicy::from_config),
     }
 }

@@ -62,7 +62,10 @@ impl DnsServer {
 
     pub fn queries(&self, name: &str) -> usize {
         let t = self.table.lock().unwrap();
-        t.queries.get(&name.to_ascii_lowercase()).copied().unwrap_or(0)
+        t.queries
+            .get(&name.to_ascii_lowercase())
+            .copied()
+            .unwrap_or(0)
     }
 }
 

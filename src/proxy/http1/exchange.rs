@@ -177,7 +177,8 @@ pub async fn forward<D: AsyncRead + AsyncWrite + Unpin>(
     state.on_response(resp.status, service_time);
     state.on_endpoint_result(cluster, up.peer, Some(resp.status));
     // A body the client still owes us (final answer to Expect: 100-continue) cannot be skipped.
-    outcome.close = req.head.close || shard.draining() || resp.framing == Framing::UntilClose || !body_sent;
+    outcome.close =
+        req.head.close || shard.draining() || resp.framing == Framing::UntilClose || !body_sent;
     let upstream_reusable = !resp.close && body_sent;
     serialize::response_head(
         resp_wire,
