@@ -449,3 +449,28 @@ fn drain_listeners_closes_the_listeners_and_turns_ready_503_without_exiting() {
     assert_eq!(gw.admin_get("/healthz").0, 200);
     assert_eq!(gw.wait_exit(Duration::from_millis(300)), None);
 }
+
+#[test]
+fn a_keep_alive_connection_on_a_removed_listener_is_served_with_its_old_routes() {
+    let s = Setup::start();
+    let mut conn = TcpStream::connect(("127.0.0.1", s.alt)).unwrap();
+    let req = b"GET / HTTP/1.1\r\nHost: extra-0.example\r\n\r\n";
+    assert_eq!(exchange(&mut conn, req).status, 200);
+    // Version 1 has neither the second listener nor `extra-0.example`.
+    replace(&s.gw.config, &s.version(1));
+    assert_eq!(admin_request(s.gw.admin, "POST", "/reload").0, 200);
+    wait_until(Duration::from_secs(10), "listener 81 to close", || {
+        refused(s.alt)
+    });
+    assert_eq!(
+        get(s.port, "extra-0.example", "/").status,
+        502,
+        "gone for new requests"
+    );
+    let resp = exchange(&mut conn, req);
+    assert_eq!(
+        resp.status, 200,
+        "the open connection keeps the routes it was opened with"
+    );
+    assert_eq!(resp.body, b"extra");
+}

@@ -23,6 +23,7 @@ use crate::listener::drain::drain_accept_queue;
 use crate::obs::log_writer::{AccessLogSender, STAT_DROPPED};
 use crate::obs::shard_stats::listener_stat_name;
 use crate::obs::stats_hub::run_publisher;
+use crate::route::table::Snapshot;
 
 /// glommio registers this much memory per executor for its io_uring buffers; egressd does
 /// socket I/O only, so a small amount keeps the locked-memory need low (see README).
@@ -64,9 +65,15 @@ struct Bound {
 
 impl Bound {
     /// Stops accepting, serves what the kernel already queued, then closes the socket.
-    fn close(self, shard: &Rc<Shard>, key: ListenerKey) {
+    /// `last` is the last snapshot with this listener: when the current one lacks it (a
+    /// reload removed it), its open and queued connections keep being routed with `last`.
+    #[allow(clippy::redundant_allocation)]
+    fn close(self, shard: &Rc<Shard>, key: ListenerKey, last: &Rc<Arc<Snapshot>>) {
         self.stop.set(true);
         self.task.cancel();
+        if shard.snapshot().listener(key.0).is_none() {
+            shard.retire_listener(key.0, last.clone(), self.active.clone());
+        }
         let ctx = listener_ctx(shard, key, self.active);
         let (shard, kept) = (shard.clone(), self.kept);
         glommio::spawn_local(async move {
@@ -110,7 +117,8 @@ async fn run_shard(
     ))
     .detach();
     let mut bound: HashMap<ListenerKey, Bound> = HashMap::new();
-    if let Err((addr, e)) = reconcile(&shard, &mut bound) {
+    let mut applied = shard.snapshot();
+    if let Err((addr, e)) = reconcile(&shard, &mut bound, &applied) {
         let _ = reports.send(ShardReport::BindFailed(id, addr, e));
         return;
     }
@@ -125,7 +133,9 @@ async fn run_shard(
         let current = shard.snapshot().generation;
         if current != generation {
             generation = current;
-            if let Err((addr, e)) = reconcile(&shard, &mut bound) {
+            let result = reconcile(&shard, &mut bound, &applied);
+            applied = shard.snapshot();
+            if let Err((addr, e)) = result {
                 tracing::error!(shard = id, %addr, error = %e, "cannot bind a listener added by reload");
             }
         }
@@ -138,7 +148,7 @@ async fn run_shard(
     // `connection: close` (see `Shard::draining`).
     shard.set_draining();
     for (key, b) in bound.drain() {
-        b.close(&shard, key);
+        b.close(&shard, key, &applied);
     }
     let drain = shard.bootstrap().timeouts.drain;
     let deadline = Instant::now() + drain;
@@ -155,9 +165,11 @@ async fn run_shard(
 }
 
 /// Binds listeners the snapshot has and this shard lacks; stops those it no longer has.
+#[allow(clippy::redundant_allocation)]
 fn reconcile(
     shard: &Rc<Shard>,
     bound: &mut HashMap<ListenerKey, Bound>,
+    previous: &Rc<Arc<Snapshot>>,
 ) -> Result<(), (SocketAddr, std::io::Error)> {
     let snapshot = shard.snapshot();
     let wanted: Vec<ListenerKey> = snapshot
@@ -173,7 +185,7 @@ fn reconcile(
         .collect();
     for key in removed {
         if let Some(b) = bound.remove(&key) {
-            b.close(shard, key);
+            b.close(shard, key, previous);
         }
     }
     for key in wanted {

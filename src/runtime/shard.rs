@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::config::model::Bootstrap;
 use crate::obs::access_log::AccessRecord;
@@ -28,6 +28,7 @@ pub struct Shard {
     pub pool: Pool,
     rng: Cell<u64>,
     draining: Cell<bool>,
+    retired: RefCell<Vec<RetiredListener>>,
     clusters: RefCell<HashMap<String, Rc<ClusterLocal>>>,
     pub stats: Rc<ShardStats>,
     log: Rc<AccessLogSender>,
@@ -45,6 +46,7 @@ impl Shard {
             pool: Pool::new(max_idle),
             rng: Cell::new(seed(id)),
             draining: Cell::new(false),
+            retired: RefCell::new(Vec::new()),
             clusters: RefCell::new(HashMap::new()),
             stats: Rc::new(ShardStats::new()),
             log: Rc::new(log),
@@ -71,6 +73,43 @@ impl Shard {
     #[allow(clippy::redundant_allocation)] // see SnapshotView
     pub fn snapshot(&self) -> Rc<Arc<Snapshot>> {
         self.view.current()
+    }
+
+    /// The snapshot a request arriving on `gateway_port` is routed with: the current one,
+    /// unless a reload removed that listener while this connection was open (or waiting in
+    /// its accept queue); then the last snapshot that had it, as Envoy serves a draining
+    /// listener's connections with the old config, for at most `timeouts.drain`.
+    #[allow(clippy::redundant_allocation)] // see SnapshotView
+    pub fn snapshot_for_port(&self, gateway_port: u16) -> Rc<Arc<Snapshot>> {
+        let current = self.snapshot();
+        let retired = self.retired.borrow();
+        if retired.is_empty() || current.listener(gateway_port).is_some() {
+            return current;
+        }
+        retired
+            .iter()
+            .rev()
+            .find(|r| r.gateway_port == gateway_port && r.until > Instant::now())
+            .map_or(current, |r| r.snapshot.clone())
+    }
+
+    /// Keeps `snapshot` for the connections of a listener a reload removed (see
+    /// `snapshot_for_port`); `active` counts them, so it is let go once they are gone.
+    #[allow(clippy::redundant_allocation)]
+    pub fn retire_listener(
+        &self,
+        gateway_port: u16,
+        snapshot: Rc<Arc<Snapshot>>,
+        active: Rc<Cell<u64>>,
+    ) {
+        let drain = self.bootstrap().timeouts.drain;
+        self.retired.borrow_mut().push(RetiredListener {
+            gateway_port,
+            snapshot,
+            active,
+            grace_until: Instant::now() + RETIRED_GRACE.min(drain),
+            until: Instant::now() + drain,
+        });
     }
 
     /// The bootstrap settings of the current snapshot.
@@ -153,6 +192,11 @@ impl Shard {
     /// shard runs it from a timer task.
     pub fn tick(&self) {
         self.pool.sweep();
+        let now = Instant::now();
+        // Connections taken from an accept queue start a moment after the retirement.
+        self.retired
+            .borrow_mut()
+            .retain(|r| now < r.until && (r.active.get() > 0 || now < r.grace_until));
         let snapshot = self.snapshot();
         for (name, state) in self.clusters.borrow().iter() {
             let outlier = snapshot
@@ -163,6 +207,19 @@ impl Shard {
             state.balancer.sweep(outlier, &state.stats);
         }
     }
+}
+
+/// How long a retired listener's snapshot is kept even with no connection counted yet.
+const RETIRED_GRACE: Duration = Duration::from_secs(1);
+
+/// A listener a reload removed, with the last snapshot that had it.
+#[allow(clippy::redundant_allocation)]
+struct RetiredListener {
+    gateway_port: u16,
+    snapshot: Rc<Arc<Snapshot>>,
+    active: Rc<Cell<u64>>,
+    grace_until: Instant,
+    until: Instant,
 }
 
 fn seed(id: usize) -> u64 {

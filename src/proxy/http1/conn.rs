@@ -146,7 +146,7 @@ async fn route_and_forward<D: AsyncRead + AsyncWrite + Unpin>(
             return (Err($e), outcome);
         }};
     }
-    let snapshot = shard.snapshot();
+    let snapshot = shard.snapshot_for_port(info.gateway_port);
     let Some(host) = normalize_host(&head.authority) else {
         deny!(ProxyError::BadRequest("invalid host"))
     };
