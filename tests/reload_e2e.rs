@@ -140,29 +140,8 @@ fn bootstrap_lines(s: &Setup) -> usize {
 
 fn generation(gw: &Gateway) -> u64 {
     let (_, body) = gw.admin_get("/server_info");
-    let v: serde_json_lite::Value = serde_json_lite::parse(&body);
-    v.generation
-}
-
-/// The tiny part of `/server_info` these tests read, without a JSON dependency.
-mod serde_json_lite {
-    pub struct Value {
-        pub generation: u64,
-    }
-    pub fn parse(body: &str) -> Value {
-        let generation = body
-            .split("\"config_generation\":")
-            .nth(1)
-            .and_then(|rest| {
-                rest.trim_start()
-                    .split(|c: char| !c.is_ascii_digit())
-                    .next()?
-                    .parse()
-                    .ok()
-            })
-            .unwrap_or(0);
-        Value { generation }
-    }
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["config_generation"].as_u64().unwrap()
 }
 
 fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
@@ -339,115 +318,6 @@ fn an_invalid_file_seen_by_the_watcher_is_counted_and_changes_nothing() {
     assert_eq!(generation(&s.gw), before);
     assert_eq!(get(s.port, "extra-0.example", "/").status, 200);
     assert!(s.gw.stderr_text().contains("reload rejected:"));
-}
-
-/// An origin whose `/slow` answers only once `release` is set (bounded), counting waiters.
-fn holding_origin(release: Arc<AtomicBool>, waiting: Arc<AtomicU64>) -> Origin {
-    Origin::start(Arc::new(move |req| {
-        if req.path == "/slow" {
-            waiting.fetch_add(1, Ordering::SeqCst);
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while !release.load(Ordering::SeqCst) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
-        b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\ndone".to_vec()
-    }))
-}
-
-fn single_route(origin: u16) -> String {
-    format!(
-        r#"apiVersion: networking.istio.io/v1beta1
-kind: ServiceEntry
-metadata: {{name: se}}
-spec:
-  hosts: ["slow.example"]
-  ports: [{{number: 80, name: http, protocol: HTTP}}]
-  resolution: STATIC
-  endpoints: [{{address: 127.0.0.1, ports: {{http: {origin}}}}}]
----
-apiVersion: networking.istio.io/v1beta1
-kind: Gateway
-metadata: {{name: egress}}
-spec:
-  servers:
-  - port: {{number: 80, name: http, protocol: HTTP}}
-    hosts: ["*"]
----
-apiVersion: networking.istio.io/v1beta1
-kind: VirtualService
-metadata: {{name: vs}}
-spec:
-  hosts: ["slow.example"]
-  gateways: [egress]
-  http:
-  - route:
-    - destination: {{host: slow.example, port: {{number: 80}}}}
-"#
-    )
-}
-
-#[test]
-fn sigterm_lets_the_in_flight_request_finish_refuses_new_connections_and_exits_zero() {
-    let (release, waiting) = (
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(AtomicU64::new(0)),
-    );
-    let origin = holding_origin(release.clone(), waiting.clone());
-    let port = free_port();
-    let mut gw = Gateway::start(
-        &[(80, port)],
-        &single_route(origin.port()),
-        &["--shards", "2"],
-    );
-    // A keep-alive connection with one request in flight.
-    let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    conn.write_all(b"GET /slow HTTP/1.1\r\nHost: slow.example\r\n\r\n")
-        .unwrap();
-    wait_until(
-        Duration::from_secs(10),
-        "the request to reach the origin",
-        || waiting.load(Ordering::SeqCst) == 1,
-    );
-    gw.signal(15);
-    wait_until(
-        Duration::from_secs(10),
-        "new connections to be refused",
-        || refused(port),
-    );
-    release.store(true, Ordering::SeqCst);
-    let resp = common::read_response(&mut conn);
-    assert_eq!(resp.status, 200);
-    assert_eq!(resp.body, b"done");
-    assert_eq!(
-        resp.header("connection"),
-        Some("close"),
-        "keep-alive ends while draining"
-    );
-    assert_eq!(gw.wait_exit(Duration::from_secs(15)), Some(0));
-}
-
-#[test]
-fn drain_listeners_closes_the_listeners_and_turns_ready_503_without_exiting() {
-    let (release, waiting) = (Arc::new(AtomicBool::new(true)), Arc::new(AtomicU64::new(0)));
-    let origin = holding_origin(release, waiting);
-    let port = free_port();
-    let mut gw = Gateway::start(
-        &[(80, port)],
-        &single_route(origin.port()),
-        &["--shards", "2"],
-    );
-    assert_eq!(gw.admin_get("/ready").0, 200);
-    assert_eq!(get(port, "slow.example", "/").status, 200);
-    let (status, _) = admin_request(gw.admin, "POST", "/drain_listeners");
-    assert_eq!(status, 200);
-    assert_eq!(gw.admin_get("/ready").0, 503);
-    wait_until(Duration::from_secs(10), "the listener to close", || {
-        refused(port)
-    });
-    // Still running: the admin server answers and the process has not exited.
-    assert_eq!(gw.admin_get("/healthz").0, 200);
-    assert_eq!(gw.wait_exit(Duration::from_millis(300)), None);
 }
 
 #[test]
