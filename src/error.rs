@@ -36,6 +36,9 @@ pub enum ProxyError {
     NoRoute,
     #[error("no healthy upstream")]
     NoHealthyUpstream,
+    /// The cluster's `connectionPool.tcp.maxConnections` share on this shard is in use.
+    #[error("upstream connection limit reached")]
+    UpstreamOverflow,
     #[error("upstream connect failed: {0}")]
     ConnectFailed(io::Error),
     #[error("upstream connect timed out")]
@@ -58,7 +61,7 @@ impl ProxyError {
         match self {
             BadRequest(_) | HeaderTooLarge | BodyTooLarge | HeaderTimeout | DownstreamClosed
             | DownstreamIo(_) => Fault::Downstream,
-            NoRoute | NoHealthyUpstream => Fault::Config,
+            NoRoute | NoHealthyUpstream | UpstreamOverflow => Fault::Config,
             ConnectFailed(_) | ConnectTimeout | UpstreamTimeout | UpstreamReset(_)
             | UpstreamClosed | BadResponse(_) => Fault::Upstream,
             Internal(_) => Fault::Internal,
@@ -74,7 +77,7 @@ impl ProxyError {
             BodyTooLarge => 413,
             HeaderTimeout => 408,
             NoRoute => 502,
-            NoHealthyUpstream | ConnectFailed(_) | ConnectTimeout => 503,
+            NoHealthyUpstream | UpstreamOverflow | ConnectFailed(_) | ConnectTimeout => 503,
             UpstreamTimeout => 504,
             UpstreamReset(_) | UpstreamClosed | BadResponse(_) => 502,
             DownstreamClosed | DownstreamIo(_) => 0,
@@ -88,6 +91,7 @@ impl ProxyError {
         match self {
             NoRoute => "NR",
             NoHealthyUpstream => "UH",
+            UpstreamOverflow => "UO",
             ConnectFailed(_) | ConnectTimeout => "UF",
             UpstreamTimeout => "UT",
             UpstreamReset(_) | UpstreamClosed => "UC",

@@ -89,7 +89,7 @@ fn admit(shard: &Shard, ctx: &ListenerCtx) -> bool {
     shard.open_connections() < global_cap && ctx.active.get() < listener_cap
 }
 
-async fn handle(shard: Rc<Shard>, stream: TcpStream, ctx: &ListenerCtx) {
+pub(crate) async fn handle(shard: Rc<Shard>, stream: TcpStream, ctx: &ListenerCtx) {
     let (Ok(peer), Ok(local)) = (stream.peer_addr(), stream.local_addr()) else {
         return;
     };

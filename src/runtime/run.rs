@@ -145,6 +145,9 @@ pub fn run(args: RunArgs) -> u8 {
     if let Err(e) = super::dns_thread::spawn(control.clone()) {
         tracing::error!(error = %e, "cannot start the DNS thread");
     }
+    if let Err(e) = super::config_watch::spawn(control.clone(), super::config_watch::POLL_PERIOD) {
+        tracing::error!(error = %e, "cannot start the config watcher; SIGHUP and POST /reload still work");
+    }
     // systemd arms its watchdog at READY=1; every shard listens by now.
     let _watchdog = match arm_from_env(&heartbeat) {
         Ok(w) => w,

@@ -108,7 +108,8 @@ pub async fn serve<D: AsyncRead + AsyncWrite + Unpin>(
                     &mut rec,
                 )
                 .await;
-                let close = outcome.close || head.close;
+                // While draining, the answer to this request is the connection's last.
+                let close = outcome.close || head.close || shard.draining();
                 log::set_outcome(&mut rec, &outcome);
                 if let Err(e) = result {
                     reject(&shard, &mut down, &mut resp_wire, e, &mut rec, close).await;
@@ -153,7 +154,7 @@ async fn route_and_forward<D: AsyncRead + AsyncWrite + Unpin>(
             return (Err($e), outcome);
         }};
     }
-    let snapshot = shard.snapshot();
+    let snapshot = shard.snapshot_for_port(info.gateway_port);
     let Some(host) = normalize_host(&head.authority) else {
         deny!(ProxyError::BadRequest("invalid host"))
     };
@@ -247,6 +248,7 @@ fn local_body(e: &ProxyError) -> &'static str {
     match e {
         ProxyError::NoRoute => "no route to this destination from the egress gateway\n",
         ProxyError::NoHealthyUpstream => "no healthy upstream\n",
+        ProxyError::UpstreamOverflow => "upstream connection limit reached\n",
         ProxyError::ConnectFailed(_) | ProxyError::ConnectTimeout => "upstream connect error\n",
         ProxyError::UpstreamTimeout => "upstream request timeout\n",
         ProxyError::HeaderTimeout => "request header timeout\n",

@@ -73,6 +73,7 @@ pub async fn forward<D: AsyncRead + AsyncWrite + Unpin>(
     // Only a request whose body is entirely in `wire` may be sent twice.
     let resendable = req.body_in_wire;
     let mut tries = 0u32;
+    let mut _in_flight = None; // LEAST_REQUEST load of the endpoint tried last
     let (mut up, resp, head_len, body_sent) = loop {
         let may_retry =
             |cause: RetryOn| tries < route.retry.attempts && route.retry.retries_on(cause);
@@ -80,12 +81,15 @@ pub async fn forward<D: AsyncRead + AsyncWrite + Unpin>(
             .pick_endpoint(cluster, shard)
             .ok_or(ProxyError::NoHealthyUpstream)?;
         outcome.upstream_host = Some(addr);
+        _in_flight = Some(state.request_started(addr));
         let (mut up, reused) = match shard.pool.take(&PoolKey { addr }) {
             Some(conn) => (conn, true),
+            None if !state.may_connect(cluster, shard) => return Err(ProxyError::UpstreamOverflow),
             None => match connect_within(addr, cluster.connect_timeout, deadline, state).await {
                 Ok(conn) => (conn, false),
                 Err(e) => {
                     state.on_connect_fail(matches!(e, ProxyError::ConnectTimeout));
+                    state.on_endpoint_result(cluster, addr, None);
                     if may_retry(RetryOn::ConnectFailure) {
                         tries += 1;
                         outcome.retried = true;
@@ -141,6 +145,7 @@ pub async fn forward<D: AsyncRead + AsyncWrite + Unpin>(
                     && (may_retry(cause) || may_retry(RetryOn::Status5xx))
                 {
                     state.on_response(resp.status, started.elapsed());
+                    state.on_endpoint_result(cluster, addr, Some(resp.status));
                     tries += 1;
                     outcome.retried = true;
                     continue;
@@ -148,6 +153,7 @@ pub async fn forward<D: AsyncRead + AsyncWrite + Unpin>(
                 break (up, resp, len, body_sent);
             }
             Err(e) => {
+                state.on_endpoint_result(cluster, addr, None);
                 let cause = if matches!(e, ProxyError::UpstreamTimeout) {
                     RetryOn::Status5xx
                 } else {
@@ -169,8 +175,10 @@ pub async fn forward<D: AsyncRead + AsyncWrite + Unpin>(
     outcome.status = resp.status;
     outcome.service_time = Some(service_time);
     state.on_response(resp.status, service_time);
+    state.on_endpoint_result(cluster, up.peer, Some(resp.status));
     // A body the client still owes us (final answer to Expect: 100-continue) cannot be skipped.
-    outcome.close = req.head.close || resp.framing == Framing::UntilClose || !body_sent;
+    outcome.close =
+        req.head.close || shard.draining() || resp.framing == Framing::UntilClose || !body_sent;
     let upstream_reusable = !resp.close && body_sent;
     serialize::response_head(
         resp_wire,
