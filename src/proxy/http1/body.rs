@@ -7,6 +7,7 @@ use std::io;
 use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::head::Framing;
+use super::strict::is_tchar;
 use crate::proxy::buf::ReadBuf;
 
 #[derive(Debug)]
@@ -34,8 +35,18 @@ pub struct ChunkedScanner {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ChunkState {
     Size,
-    /// After the size: extensions up to CR.
-    Ext,
+    /// After `;`: optional whitespace, then an extension name.
+    ExtStart,
+    ExtName,
+    /// Whitespace after a name: `=`, `;` or CR follows.
+    ExtAfterName,
+    /// After `=`: optional whitespace, then a token or a quoted string.
+    ExtValStart,
+    ExtToken,
+    ExtQuoted,
+    ExtQuotedEscape,
+    /// After a value: whitespace, `;` or CR.
+    ExtAfterValue,
     SizeLf,
     Data,
     DataCr,
@@ -79,17 +90,38 @@ impl ChunkedScanner {
                         }
                         self.size = self.size * 16 + (b as char).to_digit(16).unwrap_or(0) as u64;
                     }
-                    b';' if self.digits > 0 => self.state = Ext,
+                    b';' if self.digits > 0 => self.state = ExtStart,
                     b'\r' if self.digits > 0 => self.state = SizeLf,
                     _ => return Err(BodyError::Framing("bad chunk size")),
                 },
-                Ext => match b {
-                    b'\r' => self.state = SizeLf,
-                    b'\n' | 0..=8 | 10..=31 | 127 => {
-                        return Err(BodyError::Framing("bad chunk extension"))
+                // chunk-ext = *( BWS ";" BWS ext-name [ BWS "=" BWS ext-val ] ), RFC 9112 §7.1.1.
+                ExtStart | ExtValStart if b == b' ' || b == b'\t' => {}
+                ExtStart if is_tchar(b) => self.state = ExtName,
+                ExtName if is_tchar(b) => {}
+                ExtName | ExtAfterName | ExtToken | ExtAfterValue => {
+                    self.state = match (self.state, b) {
+                        (_, b'\r') => SizeLf,
+                        (_, b';') => ExtStart,
+                        (ExtName | ExtAfterName, b'=') => ExtValStart,
+                        (ExtName | ExtAfterName, b' ' | b'\t') => ExtAfterName,
+                        (ExtToken, t) if is_tchar(t) => ExtToken,
+                        (ExtToken | ExtAfterValue, b' ' | b'\t') => ExtAfterValue,
+                        _ => return Err(BodyError::Framing("bad chunk extension")),
                     }
-                    _ => {}
+                }
+                ExtValStart if b == b'"' => self.state = ExtQuoted,
+                ExtValStart if is_tchar(b) => self.state = ExtToken,
+                ExtQuoted => match b {
+                    b'"' => self.state = ExtAfterValue,
+                    b'\\' => self.state = ExtQuotedEscape,
+                    b'\t' | b' '..=b'~' | 0x80..=0xff => {}
+                    _ => return Err(BodyError::Framing("bad chunk extension")),
                 },
+                ExtQuotedEscape => match b {
+                    b'\t' | b' '..=b'~' | 0x80..=0xff => self.state = ExtQuoted,
+                    _ => return Err(BodyError::Framing("bad chunk extension")),
+                },
+                ExtStart | ExtValStart => return Err(BodyError::Framing("bad chunk extension")),
                 SizeLf => {
                     if b != b'\n' {
                         return Err(BodyError::Framing("bare CR in chunk size line"));
@@ -189,15 +221,16 @@ where
             Framing::Chunked => chunked.scan(buf.data())?,
             _ => remaining.min(buf.len() as u64) as usize,
         };
+        // Refuse before writing: not one byte past the limit reaches the destination.
+        if limit > 0 && moved + take as u64 > limit {
+            return Err(BodyError::TooLarge);
+        }
         dst.write_all(&buf.data()[..take])
             .await
             .map_err(BodyError::Write)?;
         buf.consume(take);
         moved += take as u64;
         remaining = remaining.saturating_sub(take as u64);
-        if limit > 0 && moved > limit {
-            return Err(BodyError::TooLarge);
-        }
         let done = match framing {
             Framing::Chunked => chunked.is_done(),
             Framing::Length(_) => remaining == 0,
@@ -247,9 +280,42 @@ mod tests {
             b"\r\n",
             b"1ffffffffffffffff\r\n",
             b"0\r\n\n",
+            b"1;\r\n",
+            b"1;a=\r\n",
+            b"1;a b\r\n",
+            b"1;a=\"x\r\n",
+            b"1 ;a\r\n",
+            b"1;a=b c\r\n",
+            b"1;=b\r\n",
+            b"1;a=\"\x01\"\r\n",
+            b"1;a\nb\r\n",
         ] {
             assert!(scan_all(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn accepts_extension_grammar() {
+        for ok in [
+            &b"1;a\r\nx\r\n0\r\n\r\n"[..],
+            b"1;a=b;c\r\nx\r\n0\r\n\r\n",
+            b"1; a = \"q \\\" ;\" ; b=c\r\nx\r\n0\r\n\r\n",
+            b"0;last\r\n\r\n",
+        ] {
+            assert_eq!(scan_all(ok).unwrap(), (ok.len(), true), "{ok:?}");
+        }
+    }
+
+    #[test]
+    fn limit_refuses_before_writing_past_it() {
+        futures_lite::future::block_on(async {
+            let mut src: &[u8] = b"4\r\nabcd\r\n4\r\nefgh\r\n0\r\n\r\n";
+            let mut buf = ReadBuf::new(64);
+            let mut out = Vec::new();
+            let r = copy_body(Framing::Chunked, &mut buf, &mut src, &mut out, 10).await;
+            assert!(matches!(r, Err(BodyError::TooLarge)));
+            assert!(out.len() <= 10, "{} bytes written", out.len());
+        });
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 use std::ops::Range;
 
+use super::strict;
 use crate::error::ProxyError;
 
 /// How a message body is delimited.
@@ -100,8 +101,12 @@ pub fn parse_request(
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err(ProxyError::HeaderTooLarge),
+        // Includes any version but HTTP/1.0 and HTTP/1.1 (`HTTP/2.0` too): 400, not 505.
         Err(_) => return Err(ProxyError::BadRequest("malformed request head")),
     };
+    // httparse tolerates bare LF and some control bytes: the gateway does not.
+    strict::check_raw_head(&buf[..len])?;
+    strict::check_method(req.method.unwrap_or_default())?;
     let minor = req.version.unwrap_or(1);
     *head = RequestHead {
         method: req.method.unwrap_or_default().to_string(),
@@ -124,11 +129,12 @@ pub fn parse_request(
             }
         } else if name.eq_ignore_ascii_case("content-length") {
             let n = parse_length(value).ok_or(ProxyError::BadRequest("bad content-length"))?;
-            if content_length.replace(n).is_some_and(|old| old != n) {
-                return Err(ProxyError::BadRequest("conflicting content-length"));
+            // Even identical duplicates: a strict gateway leaves no room for two readings.
+            if content_length.replace(n).is_some() {
+                return Err(ProxyError::BadRequest("duplicate content-length"));
             }
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            if chunked || !value.eq_ignore_ascii_case("chunked") {
+            if chunked || !strict::is_plain_chunked(value) {
                 return Err(ProxyError::BadRequest("unsupported transfer-encoding"));
             }
             chunked = true;

@@ -7,3 +7,4 @@ pub mod exchange;
 pub mod head;
 pub mod log;
 pub mod serialize;
+pub mod strict;
