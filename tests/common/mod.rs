@@ -30,8 +30,14 @@ pub fn bootstrap(
     extra: &str,
 ) -> String {
     let map: Vec<String> = port_map.iter().map(|(g, b)| format!("{g}: {b}")).collect();
+    // `extra` may bring its own `limits`; a second key would be a duplicate.
+    let limits = if extra.contains("  limits:") {
+        ""
+    } else {
+        "  limits: {maxConnections: 1000}\n"
+    };
     format!(
-        "apiVersion: egressd.io/v1alpha1\nkind: EgressGateway\nmetadata: {{name: egressd}}\nspec:\n  bindAddress: 127.0.0.1\n  portMap: {{{}}}\n  admin: 127.0.0.1:{admin}\n  limits: {{maxConnections: 1000}}\n  accessLog: {{path: {}}}\n{extra}---\n",
+        "apiVersion: egressd.io/v1alpha1\nkind: EgressGateway\nmetadata: {{name: egressd}}\nspec:\n  bindAddress: 127.0.0.1\n  portMap: {{{}}}\n  admin: 127.0.0.1:{admin}\n{limits}  accessLog: {{path: {}}}\n{extra}---\n",
         map.join(", "),
         log.display()
     )

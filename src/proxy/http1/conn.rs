@@ -52,15 +52,21 @@ pub async fn serve<D: AsyncRead + AsyncWrite + Unpin>(
         .max_request_headers_kb as usize
         * 1024)
         .max(1024);
-    let mut buf = ReadBuf::new(head_limit);
+    // Buffers are taken when a request arrives and given back while idle, so idle
+    // keep-alive connections hold almost no memory (measured in tests/hostile_limits.rs).
+    let mut buf = ReadBuf::lazy(head_limit);
     let mut head = RequestHead::default();
-    let mut req_wire = Vec::with_capacity(1024);
-    let mut resp_wire = Vec::with_capacity(1024);
+    let mut req_wire = Vec::new();
+    let mut resp_wire = Vec::new();
     loop {
         // The bootstrap of the snapshot current now: reloads apply from the next request.
         let snapshot = shard.snapshot();
         let gw = &snapshot.config.gateway;
         if buf.is_empty() {
+            buf.release();
+            req_wire = Vec::new();
+            resp_wire = Vec::new();
+            head.headers = Vec::new();
             match within(Some(gw.timeouts.downstream_idle), buf.fill(&mut down)).await {
                 Some(Ok(n)) if n > 0 => {}
                 _ => return,
@@ -155,6 +161,11 @@ async fn route_and_forward<D: AsyncRead + AsyncWrite + Unpin>(
         }};
     }
     let snapshot = shard.snapshot_for_port(info.gateway_port);
+    // A declared length over the limit is refused before any upstream is contacted.
+    let body_limit = snapshot.config.gateway.limits.max_request_body_bytes;
+    if matches!(head.framing, Framing::Length(n) if body_limit > 0 && n > body_limit) {
+        deny!(ProxyError::BodyTooLarge)
+    }
     let Some(host) = normalize_host(&head.authority) else {
         deny!(ProxyError::BadRequest("invalid host"))
     };
@@ -202,7 +213,7 @@ async fn route_and_forward<D: AsyncRead + AsyncWrite + Unpin>(
         head,
         wire: req_wire,
         body_in_wire,
-        body_limit: snapshot.config.gateway.limits.max_request_body_bytes,
+        body_limit,
         head_request: head.method == "HEAD",
     };
     outcome.close = !body_in_wire;

@@ -104,7 +104,11 @@ mod tests {
             b"GET / HTTP/1.1\r\nHost: a\x7f\r\n\r\n",
             b"GET / HTTP/1.1\r\nX\x01: a\r\nHost: a\r\n\r\n",
         ] {
-            assert!(check_raw_head(raw).is_err(), "{:?}", String::from_utf8_lossy(raw));
+            assert!(
+                check_raw_head(raw).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(raw)
+            );
         }
     }
 
@@ -118,7 +122,13 @@ mod tests {
         for ok in ["chunked", "Chunked", "CHUNKED", "chunked ", "\tchunked"] {
             assert!(is_plain_chunked(ok), "{ok:?}");
         }
-        for bad in ["xchunked", "chunked, chunked", "gzip, chunked", "chunked;q=1", ""] {
+        for bad in [
+            "xchunked",
+            "chunked, chunked",
+            "gzip, chunked",
+            "chunked;q=1",
+            "",
+        ] {
             assert!(!is_plain_chunked(bad), "{bad:?}");
         }
     }
