@@ -1,0 +1,201 @@
+//! End to end: resource limits against hostile clients through the real binary. Connection
+//! caps count overflow, a client that does not read cannot make the gateway buffer a large
+//! response, and idle keep-alive connections cost little memory (measured from VmRSS).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::origin::Origin;
+use common::{exchange, free_port, Gateway};
+
+fn resources(origin_port: u16) -> String {
+    format!(
+        r#"apiVersion: networking.istio.io/v1beta1
+kind: ServiceEntry
+metadata: {{name: se}}
+spec:
+  hosts: ["a.example.com"]
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {origin_port}}}}}]
+---
+apiVersion: networking.istio.io/v1beta1
+kind: Gateway
+metadata: {{name: egress}}
+spec:
+  selector: {{istio: egressgateway}}
+  servers:
+  - port: {{number: 80, name: http, protocol: HTTP}}
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata: {{name: vs}}
+spec:
+  hosts: ["a.example.com"]
+  gateways: [egress]
+  http:
+  - route:
+    - destination: {{host: a.example.com, port: {{number: 80}}}}
+"#
+    )
+}
+
+fn start(limits: &str, origin_port: u16) -> (Gateway, u16) {
+    let port = free_port();
+    let gw = Gateway::start_with(
+        &[(80, port)],
+        &format!("  limits: {limits}\n"),
+        &resources(origin_port),
+        &["--shards", "1"],
+    );
+    (gw, port)
+}
+
+/// VmRSS of a process in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    kb * 1024
+}
+
+const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: a.example.com\r\n\r\n";
+
+#[test]
+fn connection_cap_closes_the_extra_connection_and_counts_it() {
+    let origin = Origin::fixed("a", "ok");
+    let (gw, port) = start("{maxConnections: 2}", origin.port());
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        assert_eq!(exchange(&mut c, GET).status, 200);
+        held.push(c);
+    }
+    let mut third = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let _ = third.write_all(GET);
+    let mut got = Vec::new();
+    // Closed without an answer: EOF or a reset, never a response.
+    let _ = third.read_to_end(&mut got);
+    assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
+    let name = format!("listener.127.0.0.1_{port}.downstream_cx_overflow");
+    assert_eq!(gw.stat(&name), Some(1), "{name}");
+    // Freeing one slot admits a new connection again.
+    drop(held.pop());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = c.write_all(GET);
+        let mut head = [0u8; 12];
+        if c.read_exact(&mut head).is_ok() {
+            assert_eq!(&head[9..12], b"200");
+            break;
+        }
+        assert!(Instant::now() < deadline, "slot never freed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_client_that_does_not_read_cannot_make_the_gateway_buffer() {
+    const SIZE: usize = 50 << 20;
+    let origin = Origin::start(Arc::new(|_req| {
+        let mut r = format!("HTTP/1.1 200 OK\r\ncontent-length: {SIZE}\r\n\r\n").into_bytes();
+        r.resize(r.len() + SIZE, b'x');
+        r
+    }));
+    let (gw, port) = start("{maxConnections: 100}", origin.port());
+    // Warm up: one full response read to the end, so allocator pools exist already.
+    let mut warm = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let resp = exchange(&mut warm, GET);
+    assert_eq!(resp.body.len(), SIZE);
+    let before = rss(gw.pid());
+    let mut lazy = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    lazy.write_all(GET).unwrap();
+    // The origin writes all 50 MiB as fast as it can; the client reads nothing for 3 s.
+    let mut peak = before;
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        peak = peak.max(rss(gw.pid()));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let grown = peak.saturating_sub(before);
+    eprintln!("RSS before {before} peak {peak}: +{} KiB", grown / 1024);
+    assert!(grown < 32 << 20, "egressd buffered {grown} bytes");
+    // The response is still whole once the client reads it.
+    lazy.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut total = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    while total < SIZE {
+        let n = lazy.read(&mut buf).unwrap();
+        assert!(n > 0, "closed after {total} bytes");
+        total += n;
+    }
+}
+
+/// Raises this test process's own soft RLIMIT_NOFILE to its hard limit (through
+/// prlimit(1), keeping the tests free of unsafe). Returns the new soft limit.
+fn raise_own_nofile() -> Option<u64> {
+    let pid = std::process::id().to_string();
+    let out = std::process::Command::new("prlimit")
+        .args(["--pid", &pid, "--nofile", "--raw", "--noheadings", "-o", "HARD"])
+        .output()
+        .ok()?;
+    let hard: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
+    let set = format!("--nofile={hard}:{hard}");
+    let ok = std::process::Command::new("prlimit")
+        .args(["--pid", &pid, &set])
+        .status()
+        .ok()?
+        .success();
+    ok.then_some(hard)
+}
+
+#[test]
+fn idle_keep_alive_connections_cost_little_memory() {
+    const CONNS: usize = 9000;
+    match raise_own_nofile() {
+        Some(n) if n as usize >= CONNS + 200 => {}
+        other => {
+            eprintln!("skipped: RLIMIT_NOFILE hard {other:?} < {CONNS} + 200");
+            return;
+        }
+    }
+    // No origin is needed: an unknown host gets a local 502, which still takes and
+    // returns the connection's buffers like any request.
+    let origin = Origin::fixed("a", "ok");
+    let (gw, port) = start(&format!("{{maxConnections: {CONNS}}}"), origin.port());
+    let probe = b"GET / HTTP/1.1\r\nHost: unknown.example.org\r\n\r\n";
+    let mut warm = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    assert_eq!(exchange(&mut warm, probe).status, 502);
+    let before = rss(gw.pid());
+    let started = Instant::now();
+    let mut conns = Vec::with_capacity(CONNS);
+    for _ in 1..CONNS {
+        assert!(started.elapsed() < Duration::from_secs(240), "too slow");
+        let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        assert_eq!(exchange(&mut c, probe).status, 502);
+        conns.push(c);
+    }
+    let after = rss(gw.pid());
+    let per_conn = after.saturating_sub(before) / (CONNS as u64 - 1);
+    eprintln!(
+        "{} idle keep-alive connections: RSS {before} -> {after}, {per_conn} bytes each",
+        CONNS - 1
+    );
+    let active = format!("listener.127.0.0.1_{port}.downstream_cx_active");
+    assert_eq!(gw.stat(&active), Some(CONNS as u64), "{active}");
+    assert!(per_conn < 16 * 1024, "{per_conn} bytes per idle connection");
+}
