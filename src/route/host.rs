@@ -81,14 +81,23 @@ pub fn normalize_host(authority: &str) -> Option<String> {
         }
         &authority[..end + 2]
     } else {
-        match authority.rsplit_once(':') {
+        let h = match authority.rsplit_once(':') {
             Some((h, port)) if valid_port(port) => h,
             Some(_) => return None,
             None => authority,
+        };
+        // Colons and brackets belong only inside an IP literal (`::0` is not a host).
+        if h.contains([':', '[', ']']) {
+            return None;
         }
+        h
     };
     let host = host.strip_suffix('.').unwrap_or(host);
     if host.is_empty() || !host.bytes().all(host_byte) {
+        return None;
+    }
+    // Empty labels (`.`, `a..b`, `.a`) name nothing in DNS and could dodge exact rules.
+    if !host.starts_with('[') && host.split('.').any(str::is_empty) {
         return None;
     }
     Some(host.to_ascii_lowercase())
@@ -126,6 +135,10 @@ mod tests {
         assert_eq!(normalize_host("[::1]:8080").as_deref(), Some("[::1]"));
         assert_eq!(normalize_host("a b"), None);
         assert_eq!(normalize_host("host:port"), None);
+        assert_eq!(normalize_host("::0"), None);
+        assert_eq!(normalize_host(".."), None);
+        assert_eq!(normalize_host("a..example.com"), None);
+        assert_eq!(normalize_host("a:b:80"), None);
         assert_eq!(normalize_host(""), None);
         assert_eq!(authority_port("x.com:8080"), Some(8080));
         assert_eq!(authority_port("[::1]"), None);

@@ -139,6 +139,13 @@ pub fn parse_request(
             }
             chunked = true;
         } else if name.eq_ignore_ascii_case("connection") {
+            // A proxy drops the headers Connection names; dropping these would change how
+            // the upstream frames or routes what the gateway forwards (smuggling).
+            if value.split(',').map(|t| t.trim_matches([' ', '\t'])).any(|t| {
+                t.eq_ignore_ascii_case("content-length") || t.eq_ignore_ascii_case("host")
+            }) {
+                return Err(ProxyError::BadRequest("connection names a framing header"));
+            }
             head.close = connection_close(value, minor);
         } else if name.eq_ignore_ascii_case("expect") {
             head.expect_continue = value.eq_ignore_ascii_case("100-continue");
@@ -317,6 +324,10 @@ mod tests {
             "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
             "GET http://a/ HTTP/1.1\r\nHost: b\r\n\r\n",
             "GET / HTTP/1.1\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nConnection: x, Content-Length\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nConnection: host\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
         ] {
             assert!(
                 matches!(parse(raw), Err(ProxyError::BadRequest(_))),
