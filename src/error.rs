@@ -34,6 +34,9 @@ pub enum ProxyError {
     DownstreamIo(io::Error),
     #[error("no route")]
     NoRoute,
+    /// Policy refuses the request outright (a CONNECT no route allows).
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
     #[error("no healthy upstream")]
     NoHealthyUpstream,
     /// The cluster's `connectionPool.tcp.maxConnections` share on this shard is in use.
@@ -61,7 +64,7 @@ impl ProxyError {
         match self {
             BadRequest(_) | HeaderTooLarge | BodyTooLarge | HeaderTimeout | DownstreamClosed
             | DownstreamIo(_) => Fault::Downstream,
-            NoRoute | NoHealthyUpstream | UpstreamOverflow => Fault::Config,
+            NoRoute | Forbidden(_) | NoHealthyUpstream | UpstreamOverflow => Fault::Config,
             ConnectFailed(_) | ConnectTimeout | UpstreamTimeout | UpstreamReset(_)
             | UpstreamClosed | BadResponse(_) => Fault::Upstream,
             Internal(_) => Fault::Internal,
@@ -77,6 +80,7 @@ impl ProxyError {
             BodyTooLarge => 413,
             HeaderTimeout => 408,
             NoRoute => 502,
+            Forbidden(_) => 403,
             NoHealthyUpstream | UpstreamOverflow | ConnectFailed(_) | ConnectTimeout => 503,
             UpstreamTimeout => 504,
             UpstreamReset(_) | UpstreamClosed | BadResponse(_) => 502,
@@ -99,7 +103,7 @@ impl ProxyError {
             BadRequest(_) | HeaderTooLarge | BodyTooLarge => "DPE",
             DownstreamClosed | DownstreamIo(_) => "DC",
             HeaderTimeout => "DPE",
-            Internal(_) => "-",
+            Forbidden(_) | Internal(_) => "-",
         }
     }
 

@@ -206,14 +206,16 @@ fn malformed_framing_and_heads_are_refused_before_any_upstream() {
     let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
     let raw = "GET / HTTP/1.1\r\nHost: b\u{fc}cher.example.com\r\n\r\n";
     assert_eq!(exchange(&mut conn, raw.as_bytes()).status, 400);
+    let raw = "GET / HTTP/1.1\r\nHost: a..example.com\r\n\r\n";
+    assert_eq!(exchange(&mut conn, raw.as_bytes()).status, 400, "empty label");
     drop(conn);
     assert_eq!(
         origin.connection_count(),
         0,
         "a refused request reached the origin"
     );
-    let lines = gw.access_log_lines(cases.len() + 1);
-    assert_eq!(lines.len(), cases.len() + 1);
+    let lines = gw.access_log_lines(cases.len() + 2);
+    assert_eq!(lines.len(), cases.len() + 2);
     for ((name, _, want), line) in cases.iter().zip(&lines) {
         assert!(
             line.contains(&format!(" {want} DPE ")),

@@ -160,6 +160,13 @@ async fn route_and_forward<D: AsyncRead + AsyncWrite + Unpin>(
             return (Err($e), outcome);
         }};
     }
+    if head.method == "CONNECT" {
+        // No tunnel is opened by this gateway (yet): refused whatever the routes say, and
+        // the connection closes, as a client may already be sending tunnel bytes.
+        tracing::info!(target = %head.authority, peer = %info.peer, "CONNECT refused");
+        outcome.close = true;
+        deny!(ProxyError::Forbidden("CONNECT"))
+    }
     let snapshot = shard.snapshot_for_port(info.gateway_port);
     // A declared length over the limit is refused before any upstream is contacted.
     let body_limit = snapshot.config.gateway.limits.max_request_body_bytes;
@@ -258,6 +265,7 @@ async fn reject<D: AsyncWrite + Unpin>(
 fn local_body(e: &ProxyError) -> &'static str {
     match e {
         ProxyError::NoRoute => "no route to this destination from the egress gateway\n",
+        ProxyError::Forbidden(_) => "forbidden\n",
         ProxyError::NoHealthyUpstream => "no healthy upstream\n",
         ProxyError::UpstreamOverflow => "upstream connection limit reached\n",
         ProxyError::ConnectFailed(_) | ProxyError::ConnectTimeout => "upstream connect error\n",

@@ -169,7 +169,16 @@ pub fn parse_request(
         (Some(n), false) => Framing::Length(n),
         (None, true) => Framing::Chunked,
     };
-    let (path, uri_authority) = split_target(req.path.unwrap_or_default())?;
+    let target = req.path.unwrap_or_default();
+    let (path, uri_authority) = if head.method == "CONNECT" {
+        // Authority-form (RFC 9112 §3.2.3): host and port, nothing else.
+        if target.contains(['/', '@', '?', '#']) || crate::route::host::authority_port(target).is_none() {
+            return Err(ProxyError::BadRequest("invalid CONNECT target"));
+        }
+        ("", Some(target))
+    } else {
+        split_target(target)?
+    };
     head.path = path.to_string();
     head.authority = match (host, uri_authority) {
         (Some(h), Some(a)) if !h.eq_ignore_ascii_case(a) => {
