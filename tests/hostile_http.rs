@@ -207,7 +207,11 @@ fn malformed_framing_and_heads_are_refused_before_any_upstream() {
     let raw = "GET / HTTP/1.1\r\nHost: b\u{fc}cher.example.com\r\n\r\n";
     assert_eq!(exchange(&mut conn, raw.as_bytes()).status, 400);
     let raw = "GET / HTTP/1.1\r\nHost: a..example.com\r\n\r\n";
-    assert_eq!(exchange(&mut conn, raw.as_bytes()).status, 400, "empty label");
+    assert_eq!(
+        exchange(&mut conn, raw.as_bytes()).status,
+        400,
+        "empty label"
+    );
     drop(conn);
     assert_eq!(
         origin.connection_count(),

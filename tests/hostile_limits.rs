@@ -150,7 +150,15 @@ fn a_client_that_does_not_read_cannot_make_the_gateway_buffer() {
 fn raise_own_nofile() -> Option<u64> {
     let pid = std::process::id().to_string();
     let out = std::process::Command::new("prlimit")
-        .args(["--pid", &pid, "--nofile", "--raw", "--noheadings", "-o", "HARD"])
+        .args([
+            "--pid",
+            &pid,
+            "--nofile",
+            "--raw",
+            "--noheadings",
+            "-o",
+            "HARD",
+        ])
         .output()
         .ok()?;
     let hard: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;

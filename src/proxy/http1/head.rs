@@ -141,9 +141,11 @@ pub fn parse_request(
         } else if name.eq_ignore_ascii_case("connection") {
             // A proxy drops the headers Connection names; dropping these would change how
             // the upstream frames or routes what the gateway forwards (smuggling).
-            if value.split(',').map(|t| t.trim_matches([' ', '\t'])).any(|t| {
-                t.eq_ignore_ascii_case("content-length") || t.eq_ignore_ascii_case("host")
-            }) {
+            if value
+                .split(',')
+                .map(|t| t.trim_matches([' ', '\t']))
+                .any(|t| t.eq_ignore_ascii_case("content-length") || t.eq_ignore_ascii_case("host"))
+            {
                 return Err(ProxyError::BadRequest("connection names a framing header"));
             }
             head.close = connection_close(value, minor);
@@ -172,7 +174,9 @@ pub fn parse_request(
     let target = req.path.unwrap_or_default();
     let (path, uri_authority) = if head.method == "CONNECT" {
         // Authority-form (RFC 9112 §3.2.3): host and port, nothing else.
-        if target.contains(['/', '@', '?', '#']) || crate::route::host::authority_port(target).is_none() {
+        if target.contains(['/', '@', '?', '#'])
+            || crate::route::host::authority_port(target).is_none()
+        {
             return Err(ProxyError::BadRequest("invalid CONNECT target"));
         }
         ("", Some(target))
