@@ -207,3 +207,52 @@ fn idle_keep_alive_connections_cost_little_memory() {
     assert_eq!(gw.stat(&active), Some(CONNS as u64), "{active}");
     assert!(per_conn < 16 * 1024, "{per_conn} bytes per idle connection");
 }
+
+/// The lowest file descriptor number not open in `pid`: the next one it would get.
+fn lowest_free_fd(pid: u32) -> u64 {
+    let open: std::collections::HashSet<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    (0..).find(|n| !open.contains(n)).unwrap()
+}
+
+fn set_soft_nofile(pid: u32, soft: &str) -> bool {
+    std::process::Command::new("prlimit")
+        .args(["--pid", &pid.to_string(), &format!("--nofile={soft}:")])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn accept_backs_off_on_emfile_and_recovers() {
+    let origin = Origin::fixed("a", "ok");
+    let (gw, port) = start("{maxConnections: 100}", origin.port());
+    let pid = gw.pid();
+    let mut warm = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    assert_eq!(exchange(&mut warm, GET).status, 200);
+    // No free descriptor left for egressd: the next accept fails with EMFILE.
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let original = limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("soft nofile")
+        .to_string();
+    let soft = lowest_free_fd(pid);
+    if !set_soft_nofile(pid, &soft.to_string()) {
+        eprintln!("skipped: prlimit cannot change egressd's RLIMIT_NOFILE");
+        return;
+    }
+    let mut waiting = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    waiting.write_all(GET).unwrap();
+    gw.wait_for_log("backing off", Duration::from_secs(10));
+    assert!(
+        std::fs::metadata(format!("/proc/{pid}")).is_ok(),
+        "egressd died"
+    );
+    // With descriptors back, the connection waiting in the backlog is served.
+    assert!(set_soft_nofile(pid, &original));
+    let resp = common::read_response(&mut waiting);
+    assert_eq!((resp.status, &resp.body[..]), (200, &b"ok"[..]));
+}
