@@ -9,6 +9,7 @@ use std::time::{Instant, SystemTime};
 
 use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
+use super::connect;
 use super::exchange::{forward, Outgoing, UpstreamOutcome};
 use super::head::{find_header, parse_request, Framing, RequestHead};
 use super::log;
@@ -160,13 +161,6 @@ async fn route_and_forward<D: AsyncRead + AsyncWrite + Unpin>(
             return (Err($e), outcome);
         }};
     }
-    if head.method == "CONNECT" {
-        // No tunnel is opened by this gateway (yet): refused whatever the routes say, and
-        // the connection closes, as a client may already be sending tunnel bytes.
-        tracing::info!(target = %head.authority, peer = %info.peer, "CONNECT refused");
-        outcome.close = true;
-        deny!(ProxyError::Forbidden("CONNECT"))
-    }
     let snapshot = shard.snapshot_for_port(info.gateway_port);
     // A declared length over the limit is refused before any upstream is contacted.
     let body_limit = snapshot.config.gateway.limits.max_request_body_bytes;
@@ -189,11 +183,32 @@ async fn route_and_forward<D: AsyncRead + AsyncWrite + Unpin>(
         .listener(info.gateway_port)
         .and_then(|l| l.http.route(&view))
     else {
+        if head.method == "CONNECT" {
+            tracing::info!(target = %head.authority, peer = %info.peer, "CONNECT refused: no route");
+            outcome.close = true;
+            deny!(ProxyError::Forbidden("CONNECT"))
+        }
         deny!(ProxyError::NoRoute)
     };
     rec.route_name = route.name.as_deref().map(str::to_string);
     let cluster = &snapshot.clusters[route.pick(shard.random())];
     rec.upstream_cluster = Some(cluster.name.clone());
+    if head.method == "CONNECT" {
+        // A tunnel or a 403; either way the connection is the tunnel's or ends here.
+        outcome.close = true;
+        if !connect::allowed(route, cluster, &head.authority) {
+            tracing::info!(target = %head.authority, peer = %info.peer, "CONNECT refused: no route allows it");
+            deny!(ProxyError::Forbidden("CONNECT"))
+        }
+        buf.consume(head_len);
+        let result = connect::tunnel(shard, cluster, down, buf).await.map(|t| {
+            outcome.status = 200;
+            outcome.upstream_host = Some(t.upstream);
+            outcome.bytes_received = t.to_upstream;
+            outcome.bytes_sent = t.to_downstream;
+        });
+        return (result, outcome);
+    }
     let state = shard.cluster_state(cluster);
     let forwarded_for = match &head.forwarded_for {
         Some(xff) => format!("{xff},{}", info.peer.ip()),

@@ -3,6 +3,7 @@
 
 pub mod body;
 pub mod conn;
+pub mod connect;
 pub mod exchange;
 pub mod head;
 pub mod log;
