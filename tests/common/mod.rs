@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod istio;
 pub mod origin;
 
 /// A port free on 127.0.0.1 right now (the OS picked it; the gateway binds it next).
