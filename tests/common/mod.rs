@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub mod origin;
+pub mod tls;
 
 /// A port free on 127.0.0.1 right now (the OS picked it; the gateway binds it next).
 pub fn free_port() -> u16 {
@@ -59,15 +60,31 @@ impl Gateway {
         resources: &str,
         args: &[&str],
     ) -> Gateway {
+        Self::start_logging(port_map, None, bootstrap_extra, resources, args)
+    }
+
+    /// Like `start_with`, with the access log in `format` (e.g. `json`) when given.
+    pub fn start_logging(
+        port_map: &[(u16, u16)],
+        format: Option<&str>,
+        bootstrap_extra: &str,
+        resources: &str,
+        args: &[&str],
+    ) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let access_log = dir.path().join("access.log");
         let admin_port = free_port();
         let config = dir.path().join("egressd.yaml");
-        std::fs::write(
-            &config,
-            bootstrap(port_map, admin_port, &access_log, bootstrap_extra) + resources,
-        )
-        .unwrap();
+        let mut boot = bootstrap(port_map, admin_port, &access_log, bootstrap_extra);
+        if let Some(format) = format {
+            let plain = format!("accessLog: {{path: {}}}", access_log.display());
+            let with = format!(
+                "accessLog: {{path: {}, format: {format}}}",
+                access_log.display()
+            );
+            boot = boot.replace(&plain, &with);
+        }
+        std::fs::write(&config, boot + resources).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_egressd"))
             .arg("run")
             .arg("-c")

@@ -1,0 +1,142 @@
+//! The terminating servers of one listener as a shard sees them: each server's hosts and
+//! its (reloading) rustls config, and the choice of server by SNI. Built lazily per shard
+//! from the snapshot, once per snapshot generation and listener, then reused by every
+//! handshake; the configs themselves are shared process-wide through `store`.
+//!
+//! Owns: mapping SNI → server; the domain-fronting rule (Host must match the SNI's server).
+//! Must not: parse certificates per connection or take a lock per handshake.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use rustls::ServerConfig;
+
+use super::server::ServerSpec;
+use super::store::Entry;
+use crate::config::model::{self, ServerTlsMode};
+use crate::route::compile::selected_gateways;
+use crate::route::host::HostPattern;
+use crate::route::table::{ListenerSpec, Snapshot};
+
+/// One server on the port that terminates TLS.
+pub struct TermServer {
+    /// Index in `ListenerSpec::servers`.
+    pub index: usize,
+    pub gateway: String,
+    pub hosts: Vec<HostPattern>,
+    /// Err: the files did not load; handshakes for this server are refused (and logged).
+    pub config: Result<Arc<Entry<ServerSpec>>, String>,
+}
+
+impl TermServer {
+    /// The rustls config new handshakes use (the latest reloaded one).
+    pub fn server_config(&self) -> Result<Arc<ServerConfig>, &str> {
+        match &self.config {
+            Ok(entry) => Ok(entry.current()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+pub struct ListenerTls {
+    pub servers: Vec<TermServer>,
+}
+
+thread_local! {
+    /// (snapshot generation, gateway port) → servers. Only the current generation is kept.
+    static CACHE: RefCell<HashMap<(u64, u16), Rc<ListenerTls>>> = RefCell::new(HashMap::new());
+}
+
+impl ListenerTls {
+    /// The shard's view of `listener`'s terminating servers in `snapshot`.
+    pub fn get(snapshot: &Snapshot, listener: &ListenerSpec) -> Rc<ListenerTls> {
+        let key = (snapshot.generation, listener.gateway_port);
+        if let Some(found) = CACHE.with(|c| c.borrow().get(&key).cloned()) {
+            return found;
+        }
+        let built = Rc::new(Self::build(snapshot, listener));
+        CACHE.with(|c| {
+            let mut c = c.borrow_mut();
+            c.retain(|(generation, _), _| *generation == snapshot.generation);
+            c.insert(key, built.clone());
+        });
+        built
+    }
+
+    fn build(snapshot: &Snapshot, listener: &ListenerSpec) -> ListenerTls {
+        let config = &snapshot.config;
+        let servers = model_servers(config, listener.gateway_port)
+            .enumerate()
+            .filter_map(|(index, server)| {
+                let tls = server.tls.as_ref()?;
+                if tls.mode == ServerTlsMode::Passthrough {
+                    return None;
+                }
+                let spec = listener.servers.get(index)?;
+                let built = ServerSpec::from_model(tls, &config.gateway)
+                    .and_then(|s| s.ok_or(crate::tls::pem::TlsConfigError::Missing("tls mode")))
+                    .and_then(|s| s.entry())
+                    .map_err(|e| {
+                        tracing::error!(port = listener.gateway_port, server = %server.port.name, error = %e, "tls server config does not load; its handshakes are refused");
+                        e.to_string()
+                    });
+                Some(TermServer {
+                    index,
+                    gateway: spec.gateway.clone(),
+                    hosts: spec.hosts.clone(),
+                    config: built,
+                })
+            })
+            .collect();
+        ListenerTls { servers }
+    }
+
+    /// The server a ClientHello with `sni` belongs to: the most specific host match, file
+    /// order among equals. Without SNI only a server with host `*` accepts.
+    pub fn select(&self, sni: Option<&str>) -> Option<&TermServer> {
+        let mut best: Option<(&TermServer, usize)> = None;
+        for server in &self.servers {
+            for pattern in &server.hosts {
+                let hit = match sni {
+                    Some(name) => pattern.matches(name),
+                    None => *pattern == HostPattern::Any,
+                };
+                let rank = pattern.specificity();
+                if hit && best.is_none_or(|(_, r)| rank > r) {
+                    best = Some((server, rank));
+                }
+            }
+        }
+        best.map(|(s, _)| s)
+    }
+}
+
+/// The model's servers on `port`, in the order `route::compile` lists them in
+/// `ListenerSpec::servers` (selected gateways in file order, their servers in order).
+fn model_servers(config: &model::Config, port: u16) -> impl Iterator<Item = &model::Server> {
+    selected_gateways(config)
+        .flat_map(|g| g.servers.iter())
+        .filter(move |s| s.port.number == port)
+}
+
+/// Domain fronting: after termination, the request's Host must match the hosts of the
+/// server its SNI selected (else 421). True when the listener has no such server for the
+/// SNI (then the handshake would not have completed) or `sni` is plain-HTTP's None.
+pub fn host_allowed(listener: &ListenerSpec, sni: Option<&str>, host: &str) -> bool {
+    let Some(sni) = sni else { return true };
+    let mut best: Option<(&[HostPattern], usize)> = None;
+    for server in &listener.servers {
+        if matches!(server.tls_mode, None | Some(ServerTlsMode::Passthrough)) {
+            continue;
+        }
+        for pattern in &server.hosts {
+            let rank = pattern.specificity();
+            if pattern.matches(sni) && best.is_none_or(|(_, r)| rank > r) {
+                best = Some((&server.hosts, rank));
+            }
+        }
+    }
+    best.is_none_or(|(hosts, _)| hosts.iter().any(|h| h.matches(host)))
+}
