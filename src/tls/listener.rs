@@ -18,7 +18,7 @@ use super::store::Entry;
 use crate::config::model::{self, ServerTlsMode};
 use crate::route::compile::selected_gateways;
 use crate::route::host::HostPattern;
-use crate::route::table::{ListenerSpec, Snapshot};
+use crate::route::table::{ListenerSpec, ServerSpec as RouteServer, Snapshot};
 
 /// One server on the port that terminates TLS.
 pub struct TermServer {
@@ -122,12 +122,13 @@ fn model_servers(config: &model::Config, port: u16) -> impl Iterator<Item = &mod
 }
 
 /// Domain fronting: after termination, the request's Host must match the hosts of the
-/// server its SNI selected (else 421). True when the listener has no such server for the
+/// server its SNI selected (else 421). `servers` are the listener's. True when there is no
+/// such server for the
 /// SNI (then the handshake would not have completed) or `sni` is plain-HTTP's None.
-pub fn host_allowed(listener: &ListenerSpec, sni: Option<&str>, host: &str) -> bool {
+pub fn host_allowed(servers: &[RouteServer], sni: Option<&str>, host: &str) -> bool {
     let Some(sni) = sni else { return true };
     let mut best: Option<(&[HostPattern], usize)> = None;
-    for server in &listener.servers {
+    for server in servers {
         if matches!(server.tls_mode, None | Some(ServerTlsMode::Passthrough)) {
             continue;
         }
@@ -139,4 +140,74 @@ pub fn host_allowed(listener: &ListenerSpec, sni: Option<&str>, host: &str) -> b
         }
     }
     best.is_none_or(|(hosts, _)| hosts.iter().any(|h| h.matches(host)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(index: usize, hosts: &[&str]) -> TermServer {
+        TermServer {
+            index,
+            gateway: "gw".into(),
+            hosts: hosts.iter().map(|h| HostPattern::parse(h)).collect(),
+            config: Err("not built in this test".into()),
+        }
+    }
+
+    #[test]
+    fn the_most_specific_server_wins_and_no_sni_needs_a_catch_all() {
+        let tls = ListenerTls {
+            servers: vec![
+                server(0, &["*.cnn.com"]),
+                server(1, &["edition.cnn.com"]),
+                server(2, &["*"]),
+            ],
+        };
+        let pick = |sni| tls.select(sni).map(|s| s.index);
+        assert_eq!(pick(Some("edition.cnn.com")), Some(1));
+        assert_eq!(pick(Some("money.cnn.com")), Some(0));
+        assert_eq!(pick(Some("example.org")), Some(2));
+        assert_eq!(pick(None), Some(2));
+        let strict = ListenerTls {
+            servers: vec![server(0, &["edition.cnn.com"])],
+        };
+        assert!(strict.select(None).is_none());
+        assert!(strict.select(Some("cnn.com")).is_none());
+    }
+
+    #[test]
+    fn a_host_outside_the_sni_servers_hosts_is_fronting() {
+        let spec = |hosts: &[&str], mode| RouteServer {
+            gateway: "gw".into(),
+            hosts: hosts.iter().map(|h| HostPattern::parse(h)).collect(),
+            tls_mode: Some(mode),
+        };
+        let servers = [
+            spec(&["edition.cnn.com"], ServerTlsMode::Mutual),
+            spec(&["*.example.com"], ServerTlsMode::Simple),
+            spec(&["*"], ServerTlsMode::Passthrough),
+        ];
+        assert!(host_allowed(
+            &servers,
+            Some("edition.cnn.com"),
+            "edition.cnn.com"
+        ));
+        assert!(!host_allowed(
+            &servers,
+            Some("edition.cnn.com"),
+            "a.example.com"
+        ));
+        assert!(host_allowed(
+            &servers,
+            Some("a.example.com"),
+            "b.example.com"
+        ));
+        assert!(!host_allowed(
+            &servers,
+            Some("a.example.com"),
+            "edition.cnn.com"
+        ));
+        assert!(host_allowed(&servers, None, "anything"));
+    }
 }

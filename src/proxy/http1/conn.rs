@@ -159,7 +159,8 @@ async fn route_and_forward<D: AsyncRead + AsyncWrite + Unpin>(
         deny!(ProxyError::BadRequest("invalid host"))
     };
     let listener = snapshot.listener(info.gateway_port);
-    if !listener.is_none_or(|l| crate::tls::listener::host_allowed(l, info.sni.as_deref(), &host)) {
+    let sni = info.sni.as_deref();
+    if !listener.is_none_or(|l| crate::tls::listener::host_allowed(&l.servers, sni, &host)) {
         deny!(ProxyError::Misdirected)
     }
     let raw = buf.data();
