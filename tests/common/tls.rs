@@ -144,12 +144,38 @@ pub struct TlsOrigin {
 
 impl TlsOrigin {
     pub fn start(cert_pem: &str, key_pem: &str, body: &'static str) -> TlsOrigin {
+        Self::start_with(cert_pem, key_pem, None, body)
+    }
+
+    /// With `client_root_pem`, the origin requires a client certificate from that CA.
+    pub fn start_with(
+        cert_pem: &str,
+        key_pem: &str,
+        client_root_pem: Option<&str>,
+        body: &'static str,
+    ) -> TlsOrigin {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap();
+        let builder = match client_root_pem {
+            None => builder.with_no_client_auth(),
+            Some(root) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for c in der_certs(root) {
+                    roots.add(c).unwrap();
+                }
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                )
+                .build()
+                .unwrap();
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
         let config = Arc::new(
-            rustls::ServerConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_no_client_auth()
+            builder
                 .with_single_cert(der_certs(cert_pem), der_key(key_pem))
                 .unwrap(),
         );
