@@ -99,13 +99,7 @@ fn a_sidecar_with_a_client_certificate_reaches_the_upstream_through_a_mutual_htt
     let origin = Origin::fixed("cnn", "hello through mtls");
     let port = free_port();
     let resources = https_server(&mutual_tls(&pki, "")) + &http_upstream(origin.port());
-    let gw = Gateway::start_logging(
-        &[(443, port)],
-        Some("json"),
-        "",
-        &resources,
-        &["--shards", "1"],
-    );
+    let gw = Gateway::start_with_format(&[(443, port)], "json", "", &resources, &["--shards", "1"]);
     let client = pki.client();
     let resp = tls_request(
         port,
@@ -147,9 +141,9 @@ fn an_istio_mutual_server_uses_the_bootstrap_identity() {
         pki.root.display()
     );
     let resources = https_server("{mode: ISTIO_MUTUAL}") + &http_upstream(origin.port());
-    let _gw = Gateway::start_logging(
+    let _gw = Gateway::start_with_format(
         &[(443, port)],
-        Some("json"),
+        "json",
         &identity,
         &resources,
         &["--shards", "1"],
@@ -267,13 +261,7 @@ fn a_tls_server_forwards_the_decrypted_bytes_by_its_tcp_route() {
         mutual_tls(&pki, ""),
         echo.addr.port()
     );
-    let gw = Gateway::start_logging(
-        &[(443, port)],
-        Some("json"),
-        "",
-        &resources,
-        &["--shards", "1"],
-    );
+    let gw = Gateway::start_with_format(&[(443, port)], "json", "", &resources, &["--shards", "1"]);
     let config = client_config(&read_root(&pki), Some(&pki.client()));
     let (mut tls, _) = tls_connect(port, "edition.cnn.com", config).expect("handshake");
     let inner = b"\x16\x03\x01 the application's own TLS bytes";

@@ -84,9 +84,9 @@ fn an_upstream_certificate_from_another_ca_fails_closed() {
     let leaf = demo_pki::gateway_leaf(&impostor.ca).unwrap();
     let upstream = TlsOrigin::start(&leaf.cert_pem, &leaf.key_pem, "must not be seen");
     let port = free_port();
-    let gw = Gateway::start_logging(
+    let gw = Gateway::start_with_format(
         &[(80, port)],
-        Some("json"),
+        "json",
         "",
         &resources(upstream.port(), &trusted.root),
         &["--shards", "1"],
