@@ -34,6 +34,9 @@ pub enum ProxyError {
     DownstreamIo(io::Error),
     #[error("no route")]
     NoRoute,
+    /// After TLS termination: the Host is not one of the hosts of the server the SNI chose.
+    #[error("host does not match the TLS server name (domain fronting)")]
+    Misdirected,
     #[error("no healthy upstream")]
     NoHealthyUpstream,
     /// The cluster's `connectionPool.tcp.maxConnections` share on this shard is in use.
@@ -60,7 +63,7 @@ impl ProxyError {
         use ProxyError::*;
         match self {
             BadRequest(_) | HeaderTooLarge | BodyTooLarge | HeaderTimeout | DownstreamClosed
-            | DownstreamIo(_) => Fault::Downstream,
+            | DownstreamIo(_) | Misdirected => Fault::Downstream,
             NoRoute | NoHealthyUpstream | UpstreamOverflow => Fault::Config,
             ConnectFailed(_) | ConnectTimeout | UpstreamTimeout | UpstreamReset(_)
             | UpstreamClosed | BadResponse(_) => Fault::Upstream,
@@ -77,6 +80,7 @@ impl ProxyError {
             BodyTooLarge => 413,
             HeaderTimeout => 408,
             NoRoute => 502,
+            Misdirected => 421,
             NoHealthyUpstream | UpstreamOverflow | ConnectFailed(_) | ConnectTimeout => 503,
             UpstreamTimeout => 504,
             UpstreamReset(_) | UpstreamClosed | BadResponse(_) => 502,
@@ -99,7 +103,7 @@ impl ProxyError {
             BadRequest(_) | HeaderTooLarge | BodyTooLarge => "DPE",
             DownstreamClosed | DownstreamIo(_) => "DC",
             HeaderTimeout => "DPE",
-            Internal(_) => "-",
+            Internal(_) | Misdirected => "-",
         }
     }
 

@@ -105,6 +105,13 @@ pub(crate) async fn handle(shard: Rc<Shard>, stream: TcpStream, ctx: &ListenerCt
     };
     match ctx.protocol {
         Protocol::Http | Protocol::Http2 | Protocol::Grpc => serve(shard, stream, info).await,
+        // Terminating servers (SIMPLE/MUTUAL/ISTIO_MUTUAL); PASSTHROUGH is the SNI relay's.
+        Protocol::Https | Protocol::Tls => {
+            let snapshot = shard.snapshot_for_port(ctx.gateway_port);
+            if let Some(l) = snapshot.listener(ctx.gateway_port) {
+                crate::proxy::terminate::serve(shard.clone(), stream, info, l, Vec::new()).await
+            }
+        }
         other => tracing::warn!(?other, "listener protocol not served yet; closing"),
     }
 }

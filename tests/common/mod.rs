@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 pub mod istio;
 pub mod origin;
+pub mod tls;
 
 /// A port free on 127.0.0.1 right now (the OS picked it; the gateway binds it next).
 pub fn free_port() -> u16 {
@@ -82,6 +83,17 @@ impl Gateway {
         args: &[&str],
     ) -> Gateway {
         Self::launch(port_map, format, "", resources, args)
+    }
+
+    /// `start_with` with the access log in `format`.
+    pub fn start_with_format(
+        port_map: &[(u16, u16)],
+        format: &str,
+        bootstrap_extra: &str,
+        resources: &str,
+        args: &[&str],
+    ) -> Gateway {
+        Self::launch(port_map, format, bootstrap_extra, resources, args)
     }
 
     fn launch(

@@ -158,6 +158,11 @@ async fn route_and_forward<D: AsyncRead + AsyncWrite + Unpin>(
     let Some(host) = normalize_host(&head.authority) else {
         deny!(ProxyError::BadRequest("invalid host"))
     };
+    let listener = snapshot.listener(info.gateway_port);
+    let sni = info.sni.as_deref();
+    if !listener.is_none_or(|l| crate::tls::listener::host_allowed(&l.servers, sni, &host)) {
+        deny!(ProxyError::Misdirected)
+    }
     let raw = buf.data();
     let header = |name: &str| find_header(raw, &head.headers, name);
     let view = RequestView {
@@ -167,10 +172,7 @@ async fn route_and_forward<D: AsyncRead + AsyncWrite + Unpin>(
         method: &head.method,
         header: &header,
     };
-    let Some(route) = snapshot
-        .listener(info.gateway_port)
-        .and_then(|l| l.http.route(&view))
-    else {
+    let Some(route) = listener.and_then(|l| l.http.route(&view)) else {
         deny!(ProxyError::NoRoute)
     };
     rec.route_name = route.name.as_deref().map(str::to_string);
@@ -255,6 +257,7 @@ fn local_body(e: &ProxyError) -> &'static str {
         ProxyError::HeaderTooLarge => "request header too large\n",
         ProxyError::BodyTooLarge => "request body too large\n",
         ProxyError::BadRequest(_) => "bad request\n",
+        ProxyError::Misdirected => "misdirected request\n",
         _ => "upstream error\n",
     }
 }
