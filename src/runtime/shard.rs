@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::obs::access_log::AccessRecord;
+use crate::obs::fast_fmt;
 use crate::obs::log_writer::AccessLogSender;
 use crate::obs::shard_stats::{ShardStats, BLACKHOLE_CLUSTER};
 use crate::obs::stats::ClusterStats;
@@ -127,14 +128,18 @@ impl Shard {
         let lo = ((self.random() as u64) << 32) | self.random() as u64;
         let hi = (hi & 0xffff_ffff_ffff_0fff) | 0x4000;
         let lo = (lo & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
-        format!(
-            "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-            hi >> 32,
-            (hi >> 16) & 0xffff,
-            hi & 0xffff,
-            lo >> 48,
-            lo & 0xffff_ffff_ffff
-        )
+        let mut id = String::with_capacity(36);
+        for (value, digits) in [
+            (hi >> 32, 8),
+            ((hi >> 16) & 0xffff, 4),
+            (hi & 0xffff, 4),
+            (lo >> 48, 4),
+        ] {
+            id.push_str(fast_fmt::hex(value, digits).as_str());
+            id.push('-');
+        }
+        id.push_str(fast_fmt::hex(lo & 0xffff_ffff_ffff, 12).as_str());
+        id
     }
 
     /// The shard-local state of `cluster`, kept across reloads by cluster name.

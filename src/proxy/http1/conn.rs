@@ -15,6 +15,7 @@ use super::log;
 use super::serialize;
 use crate::error::ProxyError;
 use crate::obs::access_log::AccessRecord;
+use crate::obs::fast_fmt;
 use crate::obs::stats::HttpConnManagerStats;
 use crate::proxy::buf::ReadBuf;
 use crate::proxy::deadline::within;
@@ -179,9 +180,11 @@ async fn route_and_forward<D: AsyncRead + AsyncWrite + Unpin>(
     let cluster = &snapshot.clusters[route.pick(shard.random())];
     rec.upstream_cluster = Some(cluster.name.clone());
     let state = shard.cluster_state(cluster);
+    // Envoy appends the client address to x-forwarded-for.
+    let peer = fast_fmt::ip(info.peer.ip());
     let forwarded_for = match &head.forwarded_for {
-        Some(xff) => format!("{xff},{}", info.peer.ip()),
-        None => info.peer.ip().to_string(),
+        Some(xff) => [xff.as_str(), ",", peer.as_str()].concat(),
+        None => peer.as_str().to_string(),
     };
     let request_id = head
         .request_id

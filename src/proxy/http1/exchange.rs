@@ -312,7 +312,10 @@ async fn read_response_head(
     timeout: Option<Duration>,
 ) -> Result<Answer, ProxyError> {
     let deadline = timeout.map(|t| Instant::now() + t);
-    let mut head = ResponseHead::default();
+    let mut head = ResponseHead {
+        headers: Vec::with_capacity(16),
+        ..Default::default()
+    };
     loop {
         if let Some(len) = parse_response(up.buf.data(), head_request, &mut head)? {
             match head.status {
