@@ -54,7 +54,10 @@ pub async fn serve(shard: Rc<Shard>, mut downstream: TcpStream, down: L4Downstre
     let started = Instant::now();
     let mut rec = AccessRecord::new(SystemTime::now(), down.local, down.peer);
     let Some(listener) = snapshot.listener(down.gateway_port) else {
-        tracing::debug!(port = down.gateway_port, "listener gone from the snapshot; closing");
+        tracing::debug!(
+            port = down.gateway_port,
+            "listener gone from the snapshot; closing"
+        );
         return;
     };
     let intake = match down.protocol {
@@ -64,8 +67,20 @@ pub async fn serve(shard: Rc<Shard>, mut downstream: TcpStream, down: L4Downstre
     let timeouts = &snapshot.config.gateway.timeouts;
     let mut hello = Vec::new();
     let routed: Result<&L4Route, Refusal> = match intake {
-        Intake::NoPeek => listener.l4.tcp.first().ok_or(Refusal::NoRoute("no tcp route")),
-        Intake::PeekSni => match peek(&shard, &mut downstream, &mut hello, timeouts.sni_peek, &down).await {
+        Intake::NoPeek => listener
+            .l4
+            .tcp
+            .first()
+            .ok_or(Refusal::NoRoute("no tcp route")),
+        Intake::PeekSni => match peek(
+            &shard,
+            &mut downstream,
+            &mut hello,
+            timeouts.sni_peek,
+            &down,
+        )
+        .await
+        {
             Err(refusal) => Err(refusal),
             Ok(sni) => {
                 let route = dispatch(listener, sni.as_deref(), &down);
@@ -104,6 +119,14 @@ pub async fn serve(shard: Rc<Shard>, mut downstream: TcpStream, down: L4Downstre
     };
     let outcome = relay(downstream, upstream, &hello, &opts, &shard.pipes).await;
     state.on_bytes(outcome.bytes_from_downstream, outcome.bytes_from_upstream);
+    tracing::debug!(
+        peer = %down.peer,
+        cluster = %cluster.name,
+        rx = outcome.bytes_from_downstream,
+        tx = outcome.bytes_from_upstream,
+        spliced = outcome.bytes_spliced,
+        "passthrough connection done"
+    );
     rec.bytes_received = outcome.bytes_from_downstream;
     rec.bytes_sent = outcome.bytes_from_upstream;
     match &outcome.end {
@@ -181,10 +204,16 @@ fn dispatch<'s>(
     down: &L4Downstream,
 ) -> Result<&'s L4Route, Refusal> {
     match l4::select_server(&listener.servers, sni) {
-        Some(ServerAction::Passthrough) => listener
-            .l4
-            .route(sni)
-            .ok_or(Refusal::NoRoute(if sni.is_some() { "no route for sni" } else { "no sni" })),
+        Some(ServerAction::Passthrough) => {
+            listener
+                .l4
+                .route(sni)
+                .ok_or(Refusal::NoRoute(if sni.is_some() {
+                    "no route for sni"
+                } else {
+                    "no sni"
+                }))
+        }
         Some(ServerAction::Terminate(mode)) => {
             // Issue 4 plugs `crate::proxy::terminate::serve(...)` in here. Until then no
             // filter chain on this port can serve a terminating server: count and close.

@@ -10,14 +10,17 @@ use std::sync::Arc;
 use regex::Regex;
 
 use super::host::HostPattern;
-use super::l4::{L4Route, L4Table, TlsRouteSpec};
+use super::l4::L4Table;
 use super::table::*;
-use crate::config::model::{self, Config, Protocol, Resolution, ServerTlsMode, WeightedDestination};
+use crate::config::model::{self, Config, Resolution, WeightedDestination};
 use crate::upstream::cluster::{cluster_name, Cluster, ClusterId, DnsTarget, Endpoint};
 use crate::upstream::policy::{self, ClusterPolicy};
 
 /// What the control thread's DNS cache knows: the checked addresses of a name, if any.
 pub type DnsLookup<'a> = &'a dyn Fn(&str) -> Option<Vec<IpAddr>>;
+
+mod l4_bind;
+use l4_bind::bind_l4_routes;
 
 /// Compiles `config` into a snapshot numbered `generation`.
 pub fn compile(config: Arc<Config>, generation: u64, dns: DnsLookup<'_>) -> Snapshot {
@@ -82,7 +85,14 @@ fn listeners(config: &Config, clusters: &mut ClusterSet<'_>) -> Vec<ListenerSpec
                 tls_mode: server.tls.as_ref().map(|t| t.mode),
             };
             bind_http_routes(config, &spec, port, &mut listener.http, clusters);
-            bind_l4_routes(config, &spec, server.port.protocol, port, &mut listener.l4, clusters);
+            bind_l4_routes(
+                config,
+                &spec,
+                server.port.protocol,
+                port,
+                &mut listener.l4,
+                clusters,
+            );
             listener.servers.push(spec);
         }
     }
@@ -156,77 +166,6 @@ fn bind_http_routes(
                 });
             }
         }
-    }
-}
-
-/// Adds to `table` the `tls` and `tcp` routes DESIGN.md's server/route table gives `server`:
-/// PASSTHROUGH servers get `tls` (by sniHosts) then `tcp` routes, TCP servers `tcp` routes
-/// only; terminating servers none here (their routes apply to the decrypted stream).
-fn bind_l4_routes(
-    config: &Config,
-    server: &ServerSpec,
-    protocol: Protocol,
-    port: u16,
-    table: &mut L4Table,
-    clusters: &mut ClusterSet<'_>,
-) {
-    let passthrough = server.tls_mode == Some(ServerTlsMode::Passthrough);
-    let tcp_server = protocol == Protocol::Tcp && server.tls_mode.is_none();
-    if !passthrough && !tcp_server {
-        return;
-    }
-    for vs in &config.virtual_services {
-        let bound = vs.hosts.iter().any(|h| {
-            let pattern = HostPattern::parse(&h.value);
-            server.hosts.iter().any(|s| s.overlaps(&pattern))
-        });
-        if !bound {
-            continue;
-        }
-        let applies = |gateways: &[String], match_port: Option<u16>| {
-            let effective = if gateways.is_empty() {
-                &vs.gateways[..]
-            } else {
-                gateways
-            };
-            effective.contains(&server.gateway) && match_port.is_none_or(|p| p == port)
-        };
-        if passthrough {
-            for route in &vs.tls {
-                let sni_hosts: Vec<HostPattern> = route
-                    .matches
-                    .iter()
-                    .filter(|m| applies(&m.gateways, m.port))
-                    .flat_map(|m| m.sni_hosts.iter().map(|h| HostPattern::parse(h)))
-                    .collect();
-                if !sni_hosts.is_empty() && !route.route.is_empty() {
-                    table.tls.push(TlsRouteSpec {
-                        sni_hosts,
-                        server_hosts: server.hosts.clone(),
-                        route: l4_route(&route.route, clusters),
-                    });
-                }
-            }
-        }
-        for route in &vs.tcp {
-            let applies_here = if route.matches.is_empty() {
-                applies(&[], None)
-            } else {
-                route.matches.iter().any(|m| applies(&m.gateways, m.port))
-            };
-            if applies_here && !route.route.is_empty() {
-                table.tcp.push(l4_route(&route.route, clusters));
-            }
-        }
-    }
-}
-
-fn l4_route(route: &[WeightedDestination], clusters: &mut ClusterSet<'_>) -> L4Route {
-    let destinations = weighted(route, clusters);
-    let total_weight = destinations.iter().map(|d| d.weight).sum();
-    L4Route {
-        destinations,
-        total_weight,
     }
 }
 

@@ -125,7 +125,12 @@ pub fn select_server(servers: &[ServerSpec], sni: Option<&str>) -> Option<Server
         servers
             .iter()
             .filter_map(|s| {
-                let rank = s.hosts.iter().filter(|h| h.matches(sni)).map(HostPattern::specificity).max()?;
+                let rank = s
+                    .hosts
+                    .iter()
+                    .filter(|h| h.matches(sni))
+                    .map(HostPattern::specificity)
+                    .max()?;
                 Some((s, rank))
             })
             .fold(None::<(&ServerSpec, usize)>, |best, (s, rank)| match best {
@@ -182,12 +187,19 @@ mod tests {
     #[test]
     fn exact_sni_beats_wildcard_and_tcp_is_the_fallback() {
         let table = L4Table {
-            tls: vec![tls(&["*.cnn.com"], &["*"], 1), tls(&["edition.cnn.com"], &["*"], 2)],
+            tls: vec![
+                tls(&["*.cnn.com"], &["*"], 1),
+                tls(&["edition.cnn.com"], &["*"], 2),
+            ],
             tcp: vec![route(3)],
         };
         assert_eq!(picked(&table, Some("edition.cnn.com")), Some(2));
         assert_eq!(picked(&table, Some("www.cnn.com")), Some(1));
-        assert_eq!(picked(&table, Some("cnn.com")), Some(3), "a wildcard never matches the bare suffix");
+        assert_eq!(
+            picked(&table, Some("cnn.com")),
+            Some(3),
+            "a wildcard never matches the bare suffix"
+        );
         assert_eq!(picked(&table, None), Some(3));
     }
 
@@ -200,7 +212,10 @@ mod tests {
         assert_eq!(picked(&table, Some("edition.cnn.com")), Some(1));
         assert_eq!(picked(&table, Some("www.cnn.com")), None);
         assert_eq!(picked(&table, None), None);
-        assert_eq!(intake(&[server(&["*"], Some(ServerTlsMode::Passthrough))], &table), Intake::PeekSni);
+        assert_eq!(
+            intake(&[server(&["*"], Some(ServerTlsMode::Passthrough))], &table),
+            Intake::PeekSni
+        );
     }
 
     #[test]
@@ -209,13 +224,31 @@ mod tests {
             server(&["*.cnn.com"], Some(ServerTlsMode::Passthrough)),
             server(&["api.cnn.com"], Some(ServerTlsMode::Mutual)),
         ];
-        assert_eq!(select_server(&servers, Some("api.cnn.com")), Some(ServerAction::Terminate(ServerTlsMode::Mutual)));
-        assert_eq!(select_server(&servers, Some("edition.cnn.com")), Some(ServerAction::Passthrough));
-        assert_eq!(select_server(&servers, None), Some(ServerAction::Passthrough));
+        assert_eq!(
+            select_server(&servers, Some("api.cnn.com")),
+            Some(ServerAction::Terminate(ServerTlsMode::Mutual))
+        );
+        assert_eq!(
+            select_server(&servers, Some("edition.cnn.com")),
+            Some(ServerAction::Passthrough)
+        );
+        assert_eq!(
+            select_server(&servers, None),
+            Some(ServerAction::Passthrough)
+        );
         let only_mtls = [server(&["api.cnn.com"], Some(ServerTlsMode::IstioMutual))];
         assert_eq!(select_server(&only_mtls, Some("other.com")), None);
         assert_eq!(intake(&only_mtls, &L4Table::default()), Intake::PeekSni);
         let tcp_only = [server(&["*"], None)];
-        assert_eq!(intake(&tcp_only, &L4Table { tls: vec![], tcp: vec![route(0)] }), Intake::NoPeek);
+        assert_eq!(
+            intake(
+                &tcp_only,
+                &L4Table {
+                    tls: vec![],
+                    tcp: vec![route(0)]
+                }
+            ),
+            Intake::NoPeek
+        );
     }
 }

@@ -25,9 +25,13 @@ pub struct TlsOrigin {
 impl TlsOrigin {
     pub fn start(names: &[&str]) -> TlsOrigin {
         let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
         params.distinguished_name = rcgen::DistinguishedName::new();
-        params.distinguished_name.push(rcgen::DnType::CommonName, names[0]);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, names[0]);
         let cert = params.self_signed(&key).unwrap();
         let cert_der = cert.der().clone();
         let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
@@ -54,7 +58,13 @@ impl TlsOrigin {
                 std::thread::spawn(move || serve_line(conn, config));
             }
         });
-        TlsOrigin { addr, accepts, cert_der, cert_pem: cert.pem(), stop }
+        TlsOrigin {
+            addr,
+            accepts,
+            cert_der,
+            cert_pem: cert.pem(),
+            stop,
+        }
     }
 
     pub fn accepted(&self) -> usize {
@@ -88,7 +98,9 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 fn serve_line(conn: TcpStream, config: Arc<rustls::ServerConfig>) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(20)));
-    let Ok(tls) = rustls::ServerConnection::new(config) else { return };
+    let Ok(tls) = rustls::ServerConnection::new(config) else {
+        return;
+    };
     let mut stream = rustls::StreamOwned::new(tls, conn);
     let mut line = String::new();
     if BufReader::new(&mut stream).read_line(&mut line).is_err() {
@@ -153,8 +165,16 @@ pub fn tls_exchange(
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !reply.is_empty() => {}
         Err(e) => return Err(e),
     }
-    let peer_cert = conn.peer_certificates().and_then(|c| c.first()).cloned().expect("server certificate");
-    Ok(TlsExchange { hello_len: hello.len(), peer_cert, reply })
+    let peer_cert = conn
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .cloned()
+        .expect("server certificate");
+    Ok(TlsExchange {
+        hello_len: hello.len(),
+        peer_cert,
+        reply,
+    })
 }
 
 /// Splits a single-record ClientHello into two handshake records of about half each.
@@ -175,7 +195,9 @@ fn two_records(hello: &[u8]) -> Vec<u8> {
 
 /// Deterministic bytes: chunk `i` of stream `seed` (xorshift64, so nothing repeats early).
 pub fn pattern_chunk(seed: u64, i: u64, buf: &mut [u8]) {
-    let mut x = (seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (i + 1).wrapping_mul(0xd1b5_4a32_d192_ed03)) | 1;
+    let mut x = (seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        ^ (i + 1).wrapping_mul(0xd1b5_4a32_d192_ed03))
+        | 1;
     for word in buf.chunks_mut(8) {
         x ^= x << 13;
         x ^= x >> 7;
@@ -244,11 +266,17 @@ impl BulkPeer {
         let a = accepts.clone();
         let (tx, report) = mpsc::channel();
         std::thread::spawn(move || {
-            let Ok((conn, _)) = listener.accept() else { return };
+            let Ok((conn, _)) = listener.accept() else {
+                return;
+            };
             a.fetch_add(1, Ordering::SeqCst);
             let _ = tx.send(bulk_serve(conn, seed, total));
         });
-        BulkPeer { addr, accepts, report }
+        BulkPeer {
+            addr,
+            accepts,
+            report,
+        }
     }
 }
 
@@ -271,9 +299,14 @@ fn bulk_serve(conn: TcpStream, seed: u64, total: u64) -> std::io::Result<BulkRep
     while sent < total {
         if sent == head {
             // The client's half-close must reach us while this direction is still open.
-            eof_rx.recv_timeout(Duration::from_secs(120)).map_err(std::io::Error::other)?;
+            eof_rx
+                .recv_timeout(Duration::from_secs(120))
+                .map_err(std::io::Error::other)?;
         }
-        let n = (total - sent).min(CHUNK as u64).min(if sent < head { head - sent } else { u64::MAX }) as usize;
+        let n =
+            (total - sent)
+                .min(CHUNK as u64)
+                .min(if sent < head { head - sent } else { u64::MAX }) as usize;
         pattern_chunk(seed, i, &mut buf[..n]);
         w.write_all(&buf[..n])?;
         hash.update(&buf[..n]);
@@ -281,6 +314,11 @@ fn bulk_serve(conn: TcpStream, seed: u64, total: u64) -> std::io::Result<BulkRep
         i += 1;
     }
     conn.shutdown(Shutdown::Write)?;
-    let received = read.join().map_err(|_| std::io::Error::other("reader panicked"))??;
-    Ok(BulkReport { received, sent: hash.finalize().into() })
+    let received = read
+        .join()
+        .map_err(|_| std::io::Error::other("reader panicked"))??;
+    Ok(BulkReport {
+        received,
+        sent: hash.finalize().into(),
+    })
 }
