@@ -332,3 +332,60 @@ spec:
     assert_eq!(f[15], "outbound|9000||bulk.internal");
     assert_eq!(f[19], "-", "no SNI on a TCP listener");
 }
+
+#[test]
+fn a_dead_endpoint_is_retried_on_the_next_and_all_dead_logs_uf() {
+    let origin = TlsOrigin::start(&[SNI]);
+    let dead = free_port();
+    let resources = passthrough_resources(origin.addr.port()).replacen(
+        "  endpoints:\n",
+        &format!("  endpoints:\n  - address: 127.0.0.1\n    ports:\n      tls: {dead}\n"),
+        1,
+    );
+    let port = free_port();
+    let gw = Gateway::start(&[(443, port)], &resources, &["--shards", "1"]);
+    for _ in 0..2 {
+        let seen = tls_exchange(
+            port,
+            SNI,
+            origin.client_config(vec![]),
+            HelloDelivery::Whole,
+        )
+        .unwrap();
+        assert_eq!(seen.reply, "pong ping\n");
+    }
+    let stat = |name: &str| gw.stat(&format!("cluster.{CLUSTER}.{name}"));
+    assert!(
+        stat("upstream_cx_connect_fail").unwrap() >= 1,
+        "round robin met the dead endpoint"
+    );
+    assert_eq!(stat("upstream_cx_total"), Some(2));
+    drop(gw);
+
+    // Only the dead endpoint: the first try and both retries fail, the client is closed.
+    let only_dead = passthrough_resources(dead);
+    let port = free_port();
+    let gw = Gateway::start(&[(443, port)], &only_dead, &["--shards", "1"]);
+    let failed = tls_exchange(
+        port,
+        SNI,
+        origin.client_config(vec![]),
+        HelloDelivery::Whole,
+    );
+    assert!(failed.is_err());
+    let lines = gw.access_log_lines(1);
+    let f = fields(&lines[0]);
+    assert_eq!(
+        (f[3].as_str(), f[15].as_str(), f[19].as_str()),
+        ("UF", CLUSTER, SNI),
+        "{}",
+        lines[0]
+    );
+    assert_eq!(f[14], format!("\"127.0.0.1:{dead}\""));
+    assert_eq!(stat_of(&gw, "upstream_cx_connect_fail"), Some(3));
+    assert_eq!(stat_of(&gw, "upstream_cx_total"), Some(0));
+}
+
+fn stat_of(gw: &Gateway, name: &str) -> Option<u64> {
+    gw.stat(&format!("cluster.{CLUSTER}.{name}"))
+}

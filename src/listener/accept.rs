@@ -94,7 +94,10 @@ async fn handle(shard: Rc<Shard>, stream: TcpStream, ctx: &ListenerCtx) {
         return;
     };
     let _ = stream.set_nodelay(true);
-    if matches!(ctx.protocol, Protocol::Tls | Protocol::Https | Protocol::Tcp) {
+    if matches!(
+        ctx.protocol,
+        Protocol::Tls | Protocol::Https | Protocol::Tcp
+    ) {
         // The SNI (peeked there once) selects the server: passthrough relays, terminating
         // servers (issue 4) hand over to TLS termination from that same dispatch point.
         let down = L4Downstream {

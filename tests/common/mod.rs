@@ -15,12 +15,21 @@ pub mod tls_origin;
 
 /// A port free on 127.0.0.1 right now (the OS picked it; the gateway binds it next).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// The bootstrap document: loopback, the given portMap, a free admin port, the access log
 /// in the temp dir. `extra` is appended inside `spec` (already indented by two spaces).
-pub fn bootstrap(port_map: &[(u16, u16)], admin: u16, log: &std::path::Path, extra: &str) -> String {
+pub fn bootstrap(
+    port_map: &[(u16, u16)],
+    admin: u16,
+    log: &std::path::Path,
+    extra: &str,
+) -> String {
     let map: Vec<String> = port_map.iter().map(|(g, b)| format!("{g}: {b}")).collect();
     format!(
         "apiVersion: egressd.io/v1alpha1\nkind: EgressGateway\nmetadata: {{name: egressd}}\nspec:\n  bindAddress: 127.0.0.1\n  portMap: {{{}}}\n  admin: 127.0.0.1:{admin}\n  accessLog: {{path: {}}}\n{extra}---\n",
@@ -45,12 +54,21 @@ impl Gateway {
         Self::start_with(port_map, "", resources, args)
     }
 
-    pub fn start_with(port_map: &[(u16, u16)], bootstrap_extra: &str, resources: &str, args: &[&str]) -> Gateway {
+    pub fn start_with(
+        port_map: &[(u16, u16)],
+        bootstrap_extra: &str,
+        resources: &str,
+        args: &[&str],
+    ) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let access_log = dir.path().join("access.log");
         let admin_port = free_port();
         let config = dir.path().join("egressd.yaml");
-        std::fs::write(&config, bootstrap(port_map, admin_port, &access_log, bootstrap_extra) + resources).unwrap();
+        std::fs::write(
+            &config,
+            bootstrap(port_map, admin_port, &access_log, bootstrap_extra) + resources,
+        )
+        .unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_egressd"))
             .arg("run")
             .arg("-c")
@@ -70,7 +88,14 @@ impl Gateway {
                 lines.lock().unwrap().push(line);
             }
         });
-        let gw = Gateway { child, dir, config, admin: SocketAddr::from(([127, 0, 0, 1], admin_port)), access_log, stderr };
+        let gw = Gateway {
+            child,
+            dir,
+            config,
+            admin: SocketAddr::from(([127, 0, 0, 1], admin_port)),
+            access_log,
+            stderr,
+        };
         gw.wait_for_log("admin listening", Duration::from_secs(20));
         gw
     }
@@ -79,11 +104,20 @@ impl Gateway {
     pub fn wait_for_log(&self, needle: &str, limit: Duration) -> String {
         let deadline = Instant::now() + limit;
         loop {
-            if let Some(l) = self.stderr.lock().unwrap().iter().find(|l| l.contains(needle)) {
+            if let Some(l) = self
+                .stderr
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains(needle))
+            {
                 return l.clone();
             }
             if Instant::now() > deadline {
-                panic!("egressd did not log {needle:?}; stderr:\n{}", self.stderr_text());
+                panic!(
+                    "egressd did not log {needle:?}; stderr:\n{}",
+                    self.stderr_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -100,7 +134,11 @@ impl Gateway {
     /// Sends a signal to this egressd (by its PID).
     pub fn signal(&self, sig: i32) {
         // SAFETY-free: kill(2) through the command line keeps tests free of unsafe.
-        Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().unwrap();
+        Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
     }
 
     /// Waits for the process to exit and returns its exit code.
@@ -123,7 +161,13 @@ impl Gateway {
     /// A counter from `/stats`, None when absent.
     pub fn stat(&self, name: &str) -> Option<u64> {
         let (_, body) = self.admin_get("/stats");
-        body.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(": ")?.trim().parse().ok())
+        body.lines().find_map(|l| {
+            l.strip_prefix(name)?
+                .strip_prefix(": ")?
+                .trim()
+                .parse()
+                .ok()
+        })
     }
 
     /// Waits until the access log has at least `n` lines and returns them.
@@ -150,11 +194,18 @@ impl Drop for Gateway {
 pub fn admin_request(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\n\r\n").unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\n\r\n"
+    )
+    .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     let status = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -168,7 +219,10 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -179,12 +233,17 @@ pub fn exchange(conn: &mut TcpStream, request: &[u8]) -> Response {
 }
 
 pub fn read_response(conn: &mut TcpStream) -> Response {
-    conn.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
     let mut buf = Vec::new();
     let mut byte = [0u8; 1];
     while !buf.ends_with(b"\r\n\r\n") {
         let n = conn.read(&mut byte).expect("read response head");
-        assert!(n > 0, "connection closed before a response head; got {:?}", String::from_utf8_lossy(&buf));
+        assert!(
+            n > 0,
+            "connection closed before a response head; got {:?}",
+            String::from_utf8_lossy(&buf)
+        );
         buf.push(byte[0]);
     }
     let text = String::from_utf8_lossy(&buf).to_string();
@@ -197,11 +256,21 @@ pub fn read_response(conn: &mut TcpStream) -> Response {
             (n.trim().to_ascii_lowercase(), v.trim().to_string())
         })
         .collect();
-    let mut resp = Response { status, headers, body: Vec::new() };
-    if let Some(len) = resp.header("content-length").map(|v| v.parse::<usize>().unwrap()) {
+    let mut resp = Response {
+        status,
+        headers,
+        body: Vec::new(),
+    };
+    if let Some(len) = resp
+        .header("content-length")
+        .map(|v| v.parse::<usize>().unwrap())
+    {
         resp.body = vec![0; len];
         conn.read_exact(&mut resp.body).unwrap();
-    } else if resp.header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+    } else if resp
+        .header("transfer-encoding")
+        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+    {
         resp.body = origin::read_chunked(conn);
     } else if resp.status >= 200 && resp.status != 204 && resp.status != 304 {
         conn.read_to_end(&mut resp.body).unwrap();
@@ -212,5 +281,8 @@ pub fn read_response(conn: &mut TcpStream) -> Response {
 /// A plain GET with `Host: host` on a new connection.
 pub fn get(port: u16, host: &str, path: &str) -> Response {
     let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    exchange(&mut conn, format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
+    exchange(
+        &mut conn,
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes(),
+    )
 }

@@ -19,7 +19,10 @@ pub struct SeenRequest {
 
 impl SeenRequest {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -37,14 +40,22 @@ impl Origin {
     /// An origin answering `200` with `body` (and `x-origin: name`).
     pub fn fixed(name: &'static str, body: &'static str) -> Origin {
         Origin::start(Arc::new(move |_req| {
-            format!("HTTP/1.1 200 OK\r\nx-origin: {name}\r\ncontent-length: {}\r\n\r\n{body}", body.len()).into_bytes()
+            format!(
+                "HTTP/1.1 200 OK\r\nx-origin: {name}\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes()
         }))
     }
 
     /// An origin that echoes the request body back with a SHA-free length header.
     pub fn echo() -> Origin {
         Origin::start(Arc::new(|req| {
-            let mut out = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", req.body.len()).into_bytes();
+            let mut out = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n",
+                req.body.len()
+            )
+            .into_bytes();
             out.extend_from_slice(&req.body);
             out
         }))
@@ -68,7 +79,12 @@ impl Origin {
                 std::thread::spawn(move || serve(conn, r, h));
             }
         });
-        Origin { addr, connections, requests, stop }
+        Origin {
+            addr,
+            connections,
+            requests,
+            stop,
+        }
     }
 
     pub fn port(&self) -> u16 {
@@ -101,7 +117,10 @@ fn serve(conn: TcpStream, seen: Arc<Mutex<Vec<SeenRequest>>>, handler: Handler) 
             return;
         }
         let mut parts = line.split_whitespace();
-        let (method, path) = (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
+        let (method, path) = (
+            parts.next().unwrap_or("").to_string(),
+            parts.next().unwrap_or("").to_string(),
+        );
         let mut headers = Vec::new();
         loop {
             let mut h = String::new();
@@ -116,11 +135,22 @@ fn serve(conn: TcpStream, seen: Arc<Mutex<Vec<SeenRequest>>>, handler: Handler) 
                 headers.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
             }
         }
-        let mut req = SeenRequest { method, path, headers, body: Vec::new() };
-        if req.header("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
+        let mut req = SeenRequest {
+            method,
+            path,
+            headers,
+            body: Vec::new(),
+        };
+        if req
+            .header("expect")
+            .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
+        {
             let _ = writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
-        if let Some(len) = req.header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        if let Some(len) = req
+            .header("content-length")
+            .and_then(|v| v.parse::<usize>().ok())
+        {
             req.body = vec![0; len];
             if reader.read_exact(&mut req.body).is_err() {
                 return;
@@ -162,5 +192,7 @@ fn read_line<R: Read>(r: &mut R) -> String {
         }
         line.push(b[0]);
     }
-    String::from_utf8_lossy(&line).trim_end_matches('\r').to_string()
+    String::from_utf8_lossy(&line)
+        .trim_end_matches('\r')
+        .to_string()
 }
