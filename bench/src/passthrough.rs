@@ -179,7 +179,7 @@ fn egressd_config(port: u16, origin: SocketAddr, log: &Path) -> String {
 /// haproxy's documented SNI routing: wait for the hello, route on `req.ssl_sni`, splice.
 fn haproxy_config(port: u16, origin: SocketAddr) -> String {
     format!(
-        "global\n  nbthread 1\n  maxconn 20000\n\ndefaults\n  mode tcp\n  option splice-auto\n  timeout connect 5s\n  timeout client 300s\n  timeout server 300s\n\n\
+        "global\n  nbthread 1\n  maxconn 4096\n\ndefaults\n  mode tcp\n  option splice-auto\n  timeout connect 5s\n  timeout client 300s\n  timeout server 300s\n\n\
          frontend fe\n  bind 127.0.0.1:{port}\n  tcp-request inspect-delay 5s\n  tcp-request content accept if {{ req.ssl_hello_type 1 }}\n  use_backend origin if {{ req.ssl_sni -i {SNI} }}\n\n\
          backend origin\n  server o1 {origin}\n"
     )
