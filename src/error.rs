@@ -34,8 +34,14 @@ pub enum ProxyError {
     DownstreamIo(io::Error),
     #[error("no route")]
     NoRoute,
+    /// After TLS termination: the Host is not one of the hosts of the server the SNI chose.
+    #[error("host does not match the TLS server name (domain fronting)")]
+    Misdirected,
     #[error("no healthy upstream")]
     NoHealthyUpstream,
+    /// The cluster's `connectionPool.tcp.maxConnections` share on this shard is in use.
+    #[error("upstream connection limit reached")]
+    UpstreamOverflow,
     #[error("upstream connect failed: {0}")]
     ConnectFailed(io::Error),
     #[error("upstream connect timed out")]
@@ -57,8 +63,8 @@ impl ProxyError {
         use ProxyError::*;
         match self {
             BadRequest(_) | HeaderTooLarge | BodyTooLarge | HeaderTimeout | DownstreamClosed
-            | DownstreamIo(_) => Fault::Downstream,
-            NoRoute | NoHealthyUpstream => Fault::Config,
+            | DownstreamIo(_) | Misdirected => Fault::Downstream,
+            NoRoute | NoHealthyUpstream | UpstreamOverflow => Fault::Config,
             ConnectFailed(_) | ConnectTimeout | UpstreamTimeout | UpstreamReset(_)
             | UpstreamClosed | BadResponse(_) => Fault::Upstream,
             Internal(_) => Fault::Internal,
@@ -74,7 +80,8 @@ impl ProxyError {
             BodyTooLarge => 413,
             HeaderTimeout => 408,
             NoRoute => 502,
-            NoHealthyUpstream | ConnectFailed(_) | ConnectTimeout => 503,
+            Misdirected => 421,
+            NoHealthyUpstream | UpstreamOverflow | ConnectFailed(_) | ConnectTimeout => 503,
             UpstreamTimeout => 504,
             UpstreamReset(_) | UpstreamClosed | BadResponse(_) => 502,
             DownstreamClosed | DownstreamIo(_) => 0,
@@ -88,6 +95,7 @@ impl ProxyError {
         match self {
             NoRoute => "NR",
             NoHealthyUpstream => "UH",
+            UpstreamOverflow => "UO",
             ConnectFailed(_) | ConnectTimeout => "UF",
             UpstreamTimeout => "UT",
             UpstreamReset(_) | UpstreamClosed => "UC",
@@ -95,7 +103,7 @@ impl ProxyError {
             BadRequest(_) | HeaderTooLarge | BodyTooLarge => "DPE",
             DownstreamClosed | DownstreamIo(_) => "DC",
             HeaderTimeout => "DPE",
-            Internal(_) => "-",
+            Internal(_) | Misdirected => "-",
         }
     }
 

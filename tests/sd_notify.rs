@@ -3,11 +3,6 @@
 //! shard heartbeats and starves when one stalls (EGRESSD_TEST_STALL_SHARD), SIGHUP gives
 //! RELOADING=1 then READY=1, SIGTERM gives STOPPING=1 and exit 0; limits too low give exit 4
 //! with what to set, and check-system says the same.
-//!
-//! Ignored until `egressd run`/`check-system` are wired (src/main.rs is a stub on the
-//! branch that wrote these tests): run with `cargo test --test sd_notify -- --ignored`.
-//! All four passed against a throwaway wiring of runtime::{limits, notify, watchdog} into
-//! a minimal main, and the first failed when that main sent READY=1 before binding.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -138,7 +133,6 @@ impl Gateway {
 }
 
 #[test]
-#[ignore = "needs runtime"]
 fn ready_comes_after_the_listeners_accept_and_the_watchdog_is_fed() {
     let mut gw = Gateway::start(2, None);
     let before = gw.expect("READY=1");
@@ -174,7 +168,6 @@ fn ready_comes_after_the_listeners_accept_and_the_watchdog_is_fed() {
 }
 
 #[test]
-#[ignore = "needs runtime"]
 fn a_shard_that_stops_heartbeating_starves_the_watchdog() {
     let gw = Gateway::start(2, Some(1));
     gw.expect("READY=1");
@@ -251,7 +244,6 @@ fn with_memlock(bytes: u64, args: &[&str], cfg: &Path) -> std::process::Output {
 }
 
 #[test]
-#[ignore = "needs runtime"]
 fn run_refuses_low_memlock_with_exit_4_and_says_what_to_set() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), free_port(), 2);
@@ -270,7 +262,6 @@ fn run_refuses_low_memlock_with_exit_4_and_says_what_to_set() {
 }
 
 #[test]
-#[ignore = "needs runtime"]
 fn check_system_prints_needs_and_haves_with_its_verdict() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), free_port(), 1);

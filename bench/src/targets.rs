@@ -120,7 +120,7 @@ pub fn haproxy_cfg(port: u16, origin: SocketAddr) -> String {
 /// `bench.local:80` to the origin. The access log stays on (to a file): that is its real cost.
 pub fn egressd_yaml(port: u16, origin: SocketAddr, access_log: &Path) -> String {
     format!(
-        "apiVersion: egressd.io/v1alpha1\nkind: EgressGateway\nmetadata: {{name: egressd}}\nspec:\n  bindAddress: 127.0.0.1\n  portMap: {{80: {port}}}\n  admin: \"\"\n  accessLog: {{path: \"{log}\", format: istio}}\n  logLevel: info\n\
+        "apiVersion: egressd.io/v1alpha1\nkind: EgressGateway\nmetadata: {{name: egressd}}\nspec:\n  bindAddress: 127.0.0.1\n  portMap: {{80: {port}}}\n  admin: \"\"\n  limits: {{maxConnections: 4096}}\n  accessLog: {{path: \"{log}\", format: istio}}\n  logLevel: info\n\
          ---\napiVersion: networking.istio.io/v1beta1\nkind: ServiceEntry\nmetadata: {{name: bench-origin}}\nspec:\n  hosts: [{HOST}]\n  ports:\n  - {{number: 80, name: http, protocol: HTTP}}\n  resolution: STATIC\n  endpoints:\n  - address: {ip}\n    ports: {{http: {oport}}}\n\
          ---\napiVersion: networking.istio.io/v1beta1\nkind: Gateway\nmetadata: {{name: bench-gateway}}\nspec:\n  selector: {{istio: egressgateway}}\n  servers:\n  - port: {{number: 80, name: http, protocol: HTTP}}\n    hosts: [{HOST}]\n\
          ---\napiVersion: networking.istio.io/v1beta1\nkind: VirtualService\nmetadata: {{name: bench-route}}\nspec:\n  hosts: [{HOST}]\n  gateways: [bench-gateway]\n  http:\n  - name: bench\n    match:\n    - {{gateways: [bench-gateway], port: 80}}\n    route:\n    - destination: {{host: {HOST}, port: {{number: 80}}}}\n",

@@ -11,6 +11,8 @@ pub fn dispatch(method: &str, target: &str, control: &Control) -> Response {
         ("GET" | "HEAD", "/ready") => ready(control),
         ("GET" | "HEAD", "/healthz") => Response::text(200, "OK\n"),
         ("GET", "/server_info") => server_info(control),
+        ("GET", "/config_dump") => super::config_dump::config_dump(control),
+        ("GET", "/clusters") => super::config_dump::clusters(control),
         ("GET", "/stats") => super::stats::text(control, query),
         ("GET", "/stats/prometheus") => super::stats::prometheus(control),
         ("POST", "/reload") => match control.reload() {
@@ -24,9 +26,11 @@ pub fn dispatch(method: &str, target: &str, control: &Control) -> Response {
             control.draining.store(true, Ordering::Relaxed);
             Response::text(200, "OK\n")
         }
-        (_, "/ready" | "/healthz" | "/server_info" | "/stats" | "/reload" | "/drain_listeners") => {
-            Response::text(405, "method not allowed\n")
-        }
+        (
+            _,
+            "/ready" | "/healthz" | "/server_info" | "/stats" | "/stats/prometheus"
+            | "/config_dump" | "/clusters" | "/reload" | "/drain_listeners",
+        ) => Response::text(405, "method not allowed\n"),
         _ => Response::text(404, "not found\n"),
     }
 }

@@ -10,7 +10,7 @@ use crate::obs::stats_render::{render_envoy_text, render_prometheus};
 use crate::runtime::control::Control;
 
 /// How long a scrape waits for shards to publish before using their last snapshot.
-const SCRAPE_WAIT: Duration = Duration::from_millis(500);
+pub const SCRAPE_WAIT: Duration = Duration::from_millis(500);
 
 pub fn text(control: &Control, query: &str) -> Response {
     let filter = match query_param(query, "filter").map(|f| Regex::new(&f)) {

@@ -79,7 +79,8 @@ pub async fn accept_loop(
 /// Connection caps: `maxConnections` is split evenly across shards (no shared counter on the
 /// data path); `maxConnectionsPerListener` likewise per listener.
 fn admit(shard: &Shard, ctx: &ListenerCtx) -> bool {
-    let limits = shard.bootstrap().limits;
+    let snapshot = shard.snapshot();
+    let limits = &snapshot.config.gateway.limits;
     let shards = shard.shard_count() as u64;
     let global_cap = limits.max_connections.div_ceil(shards).max(1);
     let listener_cap = match limits.max_connections_per_listener {
@@ -89,7 +90,7 @@ fn admit(shard: &Shard, ctx: &ListenerCtx) -> bool {
     shard.open_connections() < global_cap && ctx.active.get() < listener_cap
 }
 
-async fn handle(shard: Rc<Shard>, stream: TcpStream, ctx: &ListenerCtx) {
+pub(crate) async fn handle(shard: Rc<Shard>, stream: TcpStream, ctx: &ListenerCtx) {
     let (Ok(peer), Ok(local)) = (stream.peer_addr(), stream.local_addr()) else {
         return;
     };
@@ -98,14 +99,15 @@ async fn handle(shard: Rc<Shard>, stream: TcpStream, ctx: &ListenerCtx) {
         ctx.protocol,
         Protocol::Tls | Protocol::Https | Protocol::Tcp
     ) {
-        // The SNI (peeked there once) selects the server: passthrough relays, terminating
-        // servers (issue 4) hand over to TLS termination from that same dispatch point.
+        // The SNI (peeked there once, when needed) selects the server: passthrough and TCP
+        // relay there, terminating servers go on to `proxy::terminate` from that one point.
         let down = L4Downstream {
             peer,
             local,
             gateway_port: ctx.gateway_port,
             protocol: ctx.protocol,
             stats: ctx.stats.clone(),
+            http_stats: ctx.http_stats.clone(),
         };
         return tcp_conn::serve(shard, stream, down).await;
     }

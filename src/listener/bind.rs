@@ -13,6 +13,14 @@ const BACKLOG: i32 = 4096;
 
 /// Binds `addr` with SO_REUSEPORT and hands the socket to the current glommio executor.
 pub fn bind_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
+    Ok(bind_reuseport_kept(addr)?.0)
+}
+
+/// As [`bind_reuseport`], plus a second descriptor (a `dup`) of the same listening socket.
+/// The shard keeps it so that stopping the accept loop does not close the socket: closing
+/// one socket of a SO_REUSEPORT group resets what waits in its accept queue, so the shard
+/// first drains that queue through this handle (see `listener::drain`), then closes it.
+pub fn bind_reuseport_kept(addr: SocketAddr) -> io::Result<(TcpListener, Socket)> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
@@ -22,9 +30,9 @@ pub fn bind_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
     socket.set_cloexec(true)?;
+    let kept = socket.try_clone()?;
     let fd = socket.into_raw_fd();
-
-    Ok(crate::sys::fd::listener_from_fd(fd))
+    Ok((crate::sys::fd::listener_from_fd(fd), kept))
 }
 
 /// A lock that makes a second egressd on the same listeners refuse to start: SO_REUSEPORT

@@ -70,6 +70,11 @@ pub struct ClusterStats {
     pub upstream_rq_total: Counter,
     pub upstream_rq_timeout: Counter,
     pub upstream_rq_retry: Counter,
+    /// `connectionPool.tcp.maxConnections` reached: the request got 503 `UO`.
+    pub upstream_cx_overflow: Counter,
+    /// `outlier_detection.ejections_active` / `ejections_enforced_total` (this shard's).
+    pub outlier_ejections_active: Gauge,
+    pub outlier_ejections_enforced_total: Counter,
     /// TLS origination handshakes (`cluster.<name>.ssl.*`).
     pub ssl: TlsStats,
     /// `(status code, count)`; a handful of codes per cluster, so a scan beats a map.
@@ -91,6 +96,9 @@ impl ClusterStats {
             upstream_rq_total: Counter::default(),
             upstream_rq_timeout: Counter::default(),
             upstream_rq_retry: Counter::default(),
+            upstream_cx_overflow: Counter::default(),
+            outlier_ejections_active: Gauge::default(),
+            outlier_ejections_enforced_total: Counter::default(),
             ssl: TlsStats::default(),
             codes: RefCell::new(Vec::new()),
             rq_time: RefCell::new(Histogram::new()),
@@ -157,6 +165,19 @@ impl ClusterStats {
         put(out, s, "upstream_rq_total", &self.upstream_rq_total);
         put(out, s, "upstream_rq_timeout", &self.upstream_rq_timeout);
         put(out, s, "upstream_rq_retry", &self.upstream_rq_retry);
+        put(out, s, "upstream_cx_overflow", &self.upstream_cx_overflow);
+        put_gauge(
+            out,
+            s,
+            "outlier_detection.ejections_active",
+            &self.outlier_ejections_active,
+        );
+        put(
+            out,
+            s,
+            "outlier_detection.ejections_enforced_total",
+            &self.outlier_ejections_enforced_total,
+        );
         self.ssl.snapshot_into(s, out);
         for &(code, n) in self.codes.borrow().iter() {
             out.add_counter(StatKey::new(s.clone(), format!("upstream_rq_{code}")), n);

@@ -2,7 +2,7 @@
 //!
 //! Owns the connection's forward-only life: peek the ClientHello when a route or a server
 //! choice needs the SNI → pick the server the SNI selects (the single dispatch point
-//! between passthrough and, later, TLS termination) → route → connect (with retries) →
+//! between passthrough and TLS termination) → route → connect (with retries) →
 //! relay → log. It keeps the snapshot it started with for its whole life. It does not
 //! parse hellos (`detect`), move bytes (`proxy::passthrough`) or format logs (`obs`).
 //!
@@ -15,12 +15,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use glommio::net::TcpStream;
 
+use super::http1::conn::DownstreamInfo;
 use super::passthrough::{relay, RelayEnd, RelayOptions, Side};
+use super::terminate;
 use crate::config::model::Protocol;
 use crate::detect::{peek_sni, Peek, PeekError, DEFAULT_PEEK_CAP};
 use crate::obs::access_log::{AccessRecord, ResponseFlags};
 use crate::obs::shard_stats::BLACKHOLE_CLUSTER;
-use crate::obs::stats::{ClusterStats, ListenerDeny, ListenerStats, SniPeek};
+use crate::obs::stats::{ClusterStats, HttpConnManagerStats, ListenerDeny, ListenerStats, SniPeek};
 use crate::route::l4::{self, Intake, L4Route, ServerAction};
 use crate::runtime::shard::{ClusterLocal, Shard};
 use crate::upstream::cluster::Cluster;
@@ -37,6 +39,8 @@ pub struct L4Downstream {
     /// The listener's protocol: TCP never peeks; TLS and HTTPS may.
     pub protocol: Protocol,
     pub stats: Rc<ListenerStats>,
+    /// For connections handed to TLS termination (HTTPS servers serve HTTP inside).
+    pub http_stats: Rc<HttpConnManagerStats>,
 }
 
 /// Why a connection was closed before reaching an upstream.
@@ -47,10 +51,19 @@ enum Refusal {
     NoRoute(&'static str),
 }
 
-/// Serves one connection accepted on a TLS (or HTTPS) PASSTHROUGH or TCP listener.
+/// What the server the SNI selected does with the connection.
+enum Verdict<'s> {
+    Relay(&'s L4Route),
+    Terminate,
+    Refuse(Refusal),
+}
+
+/// Serves one connection accepted on a TLS, HTTPS or TCP listener: passthrough and TCP
+/// connections are relayed here, terminating servers' connections go to
+/// `proxy::terminate` (with the peeked hello to replay, if one was peeked).
 pub async fn serve(shard: Rc<Shard>, mut downstream: TcpStream, down: L4Downstream) {
     // Kept until the connection ends: a reload does not re-route a relayed stream.
-    let snapshot = shard.snapshot();
+    let snapshot = shard.snapshot_for_port(down.gateway_port);
     let started = Instant::now();
     let mut rec = AccessRecord::new(SystemTime::now(), down.local, down.peer);
     let Some(listener) = snapshot.listener(down.gateway_port) else {
@@ -66,32 +79,46 @@ pub async fn serve(shard: Rc<Shard>, mut downstream: TcpStream, down: L4Downstre
     };
     let timeouts = &snapshot.config.gateway.timeouts;
     let mut hello = Vec::new();
-    let routed: Result<&L4Route, Refusal> = match intake {
-        Intake::NoPeek => listener
-            .l4
-            .tcp
-            .first()
-            .ok_or(Refusal::NoRoute("no tcp route")),
-        Intake::PeekSni => match peek(
-            &shard,
-            &mut downstream,
-            &mut hello,
-            timeouts.sni_peek,
-            &down,
-        )
-        .await
-        {
-            Err(refusal) => Err(refusal),
-            Ok(sni) => {
-                let route = dispatch(listener, sni.as_deref(), &down);
-                rec.requested_server_name = sni;
-                route
-            }
+    let verdict = match intake {
+        Intake::NoPeek => match listener.l4.tcp.first() {
+            Some(route) => Verdict::Relay(route),
+            None => Verdict::Refuse(Refusal::NoRoute("no tcp route")),
         },
+        // The handshake reads its own hello: no peek, nothing to replay.
+        Intake::TerminateAll => Verdict::Terminate,
+        Intake::PeekSni => {
+            let peeked = peek(
+                &shard,
+                &mut downstream,
+                &mut hello,
+                timeouts.sni_peek,
+                &down,
+            );
+            match peeked.await {
+                Err(refusal) => Verdict::Refuse(refusal),
+                Ok(sni) => {
+                    let verdict = dispatch(listener, sni.as_deref(), &down);
+                    rec.requested_server_name = sni;
+                    verdict
+                }
+            }
+        }
     };
-    let route = match routed {
-        Ok(route) => route,
-        Err(refusal) => {
+    let route = match verdict {
+        Verdict::Relay(route) => route,
+        Verdict::Terminate => {
+            let info = DownstreamInfo {
+                http_stats: down.http_stats.clone(),
+                peer: down.peer,
+                local: down.local,
+                gateway_port: down.gateway_port,
+                sni: None,
+                peer_uri_san: None,
+                peer_subject: None,
+            };
+            return terminate::serve(shard.clone(), downstream, info, listener, hello).await;
+        }
+        Verdict::Refuse(refusal) => {
             refuse(&shard, &down, refusal, rec, started);
             return;
         }
@@ -102,6 +129,12 @@ pub async fn serve(shard: Rc<Shard>, mut downstream: TcpStream, down: L4Downstre
     let cluster = &snapshot.clusters[route.pick(shard.random())];
     let state = shard.cluster_state(cluster);
     rec.upstream_cluster = Some(cluster.name.clone());
+    if !state.may_connect(cluster, &shard) {
+        rec.response_flags |= ResponseFlags::UPSTREAM_OVERFLOW;
+        rec.duration = started.elapsed();
+        shard.log_http(rec);
+        return;
+    }
     let upstream = match connect(&shard, cluster, &state, &mut rec).await {
         Ok(up) => up,
         Err(flags) => {
@@ -112,6 +145,8 @@ pub async fn serve(shard: Rc<Shard>, mut downstream: TcpStream, down: L4Downstre
         }
     };
     let _active = ActiveCx::new(state.stats.clone());
+    // LEAST_REQUEST counts a relayed connection as one request for its whole life.
+    let _in_flight = rec.upstream_host.map(|addr| state.request_started(addr));
 
     let opts = RelayOptions {
         idle_timeout: timeouts.downstream_idle,
@@ -197,33 +232,23 @@ async fn peek(
 }
 
 /// The single dispatch point once the SNI is known: the server it selects decides between
-/// passthrough (route and relay here) and TLS termination.
+/// passthrough (route and relay here) and TLS termination (`proxy::terminate`, which
+/// selects the same server again from the replayed hello).
 fn dispatch<'s>(
     listener: &'s crate::route::table::ListenerSpec,
     sni: Option<&str>,
     down: &L4Downstream,
-) -> Result<&'s L4Route, Refusal> {
+) -> Verdict<'s> {
     match l4::select_server(&listener.servers, sni) {
-        Some(ServerAction::Passthrough) => {
-            listener
-                .l4
-                .route(sni)
-                .ok_or(Refusal::NoRoute(if sni.is_some() {
-                    "no route for sni"
-                } else {
-                    "no sni"
-                }))
-        }
-        Some(ServerAction::Terminate(mode)) => {
-            // Issue 4 plugs `crate::proxy::terminate::serve(...)` in here. Until then no
-            // filter chain on this port can serve a terminating server: count and close.
-            tracing::debug!(peer = %down.peer, ?mode, "TLS termination not served by this build; closing");
-            down.stats.deny(ListenerDeny::NoFilterChainMatch);
-            Err(Refusal::Peek("tls termination not available"))
-        }
+        Some(ServerAction::Passthrough) => match listener.l4.route(sni) {
+            Some(route) => Verdict::Relay(route),
+            None if sni.is_some() => Verdict::Refuse(Refusal::NoRoute("no route for sni")),
+            None => Verdict::Refuse(Refusal::NoRoute("no sni")),
+        },
+        Some(ServerAction::Terminate(_)) => Verdict::Terminate,
         None => {
             down.stats.deny(ListenerDeny::NoFilterChainMatch);
-            Err(Refusal::NoRoute("sni matches no server"))
+            Verdict::Refuse(Refusal::NoRoute("sni matches no server"))
         }
     }
 }
@@ -278,6 +303,7 @@ async fn connect(
                     _ => false,
                 };
                 state.on_connect_fail(timed_out);
+                state.on_endpoint_result(cluster, addr, None);
                 tracing::debug!(cluster = %cluster.name, %addr, attempt, error = %e, "upstream connect failed");
             }
         }

@@ -249,6 +249,8 @@ impl ClusterSet<'_> {
             idle_timeout,
             max_requests_per_connection,
             tls,
+            max_connections,
+            outlier,
         } = policy;
         self.list.push(Arc::new(Cluster {
             name,
@@ -262,6 +264,8 @@ impl ClusterSet<'_> {
             idle_timeout,
             max_requests_per_connection,
             tls,
+            max_connections,
+            outlier,
         }));
         self.list.len() - 1
     }

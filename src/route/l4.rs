@@ -97,6 +97,8 @@ pub enum Intake {
     /// Peek the ClientHello: `tls` routes need the SNI, or it selects between servers
     /// that terminate and servers that pass through.
     PeekSni,
+    /// Every server on the port terminates TLS: the handshake reads the hello itself.
+    TerminateAll,
 }
 
 /// How the server an SNI selected handles the connection.
@@ -110,7 +112,9 @@ pub enum ServerAction {
 
 /// Whether connections on a port with these servers and routes need a peek first.
 pub fn intake(servers: &[ServerSpec], table: &L4Table) -> Intake {
-    if table.needs_sni() || servers.iter().any(|s| terminates(s.tls_mode)) {
+    if !servers.is_empty() && servers.iter().all(|s| terminates(s.tls_mode)) {
+        Intake::TerminateAll
+    } else if table.needs_sni() || servers.iter().any(|s| terminates(s.tls_mode)) {
         Intake::PeekSni
     } else {
         Intake::NoPeek
@@ -238,7 +242,15 @@ mod tests {
         );
         let only_mtls = [server(&["api.cnn.com"], Some(ServerTlsMode::IstioMutual))];
         assert_eq!(select_server(&only_mtls, Some("other.com")), None);
-        assert_eq!(intake(&only_mtls, &L4Table::default()), Intake::PeekSni);
+        assert_eq!(
+            intake(&only_mtls, &L4Table::default()),
+            Intake::TerminateAll
+        );
+        assert_eq!(
+            intake(&servers, &L4Table::default()),
+            Intake::PeekSni,
+            "mixed: the SNI decides"
+        );
         let tcp_only = [server(&["*"], None)];
         assert_eq!(
             intake(

@@ -14,7 +14,14 @@ use crate::config::{load, LoadMode};
 use crate::obs::stats_hub::StatsHub;
 use crate::route::compile::compile;
 use crate::route::table::Snapshot;
+use crate::runtime::config_watch::FileStamp;
 use crate::runtime::snapshot::{new_cell, SnapshotCell};
+
+/// Reload counters, named as Envoy names a config subscription's (`update_attempt`,
+/// `update_success`, `update_rejected`), under `server.config_reload.`.
+pub const STAT_RELOAD_ATTEMPT: &str = "server.config_reload.update_attempt";
+pub const STAT_RELOAD_SUCCESS: &str = "server.config_reload.update_success";
+pub const STAT_RELOAD_REJECTED: &str = "server.config_reload.update_rejected";
 
 pub struct Control {
     pub cell: SnapshotCell,
@@ -31,6 +38,8 @@ pub struct Control {
     pub shards_listening: AtomicUsize,
     pub reloads_ok: AtomicU64,
     pub reloads_failed: AtomicU64,
+    /// The file as it was when last read, so the watcher reloads each version once.
+    stamp: Mutex<Option<FileStamp>>,
     pub started: std::time::Instant,
 }
 
@@ -38,7 +47,7 @@ impl Control {
     pub fn new(path: &Path, config: Config, shards: usize) -> Arc<Self> {
         let config = Arc::new(config);
         let snapshot = compile(config.clone(), 1, &|_| None);
-        Arc::new(Control {
+        let control = Arc::new(Control {
             cell: new_cell(snapshot),
             stats: StatsHub::new(shards),
             path: path.to_path_buf(),
@@ -50,8 +59,42 @@ impl Control {
             shards_listening: AtomicUsize::new(0),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
+            stamp: Mutex::new(Some(FileStamp::of(path))),
             started: std::time::Instant::now(),
-        })
+        });
+        // Weak: the hub lives inside the control; a strong reference would be a cycle.
+        let weak = Arc::downgrade(&control);
+        control
+            .stats
+            .add_global_counter(STAT_RELOAD_ATTEMPT, move || {
+                weak.upgrade().map_or(0, |c| {
+                    c.reloads_ok.load(Ordering::Relaxed) + c.reloads_failed.load(Ordering::Relaxed)
+                })
+            });
+        let weak = Arc::downgrade(&control);
+        control
+            .stats
+            .add_global_counter(STAT_RELOAD_SUCCESS, move || {
+                weak.upgrade()
+                    .map_or(0, |c| c.reloads_ok.load(Ordering::Relaxed))
+            });
+        let weak = Arc::downgrade(&control);
+        control
+            .stats
+            .add_global_counter(STAT_RELOAD_REJECTED, move || {
+                weak.upgrade()
+                    .map_or(0, |c| c.reloads_failed.load(Ordering::Relaxed))
+            });
+        control
+    }
+
+    /// The config file's stamp when it was last read (by start or any reload).
+    pub fn last_stamp(&self) -> Option<FileStamp> {
+        self.stamp.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn set_last_stamp(&self, stamp: FileStamp) {
+        *self.stamp.lock().unwrap_or_else(|p| p.into_inner()) = Some(stamp);
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
@@ -65,6 +108,8 @@ impl Control {
     /// Re-reads and validates the file; on success publishes a new snapshot. On failure the
     /// current snapshot keeps serving and the diagnostics are returned (and logged).
     pub fn reload(&self) -> Result<u64, Vec<Diagnostic>> {
+        // Stamped before reading: a change during the read is seen as a new version.
+        self.set_last_stamp(FileStamp::of(&self.path));
         match load(&self.path, LoadMode::Run) {
             Ok(loaded) => {
                 for w in &loaded.warnings {

@@ -15,12 +15,15 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use super::control::Control;
 use super::shard::Shard;
+use super::watchdog::{beat_period_from_env, heartbeat_task, Heartbeat};
 use crate::config::model::Protocol;
 use crate::listener::accept::{accept_loop, ListenerCtx};
-use crate::listener::bind::bind_reuseport;
+use crate::listener::bind::bind_reuseport_kept;
+use crate::listener::drain::drain_accept_queue;
 use crate::obs::log_writer::{AccessLogSender, STAT_DROPPED};
 use crate::obs::shard_stats::listener_stat_name;
 use crate::obs::stats_hub::run_publisher;
+use crate::route::table::Snapshot;
 
 /// glommio registers this much memory per executor for its io_uring buffers; egressd does
 /// socket I/O only, so a small amount keeps the locked-memory need low (see README).
@@ -40,12 +43,13 @@ pub fn spawn_shard(
     cpu: usize,
     control: Arc<Control>,
     log: AccessLogSender,
+    heartbeat: Heartbeat,
     reports: Sender<ShardReport>,
 ) -> std::io::Result<glommio::ExecutorJoinHandle<()>> {
     LocalExecutorBuilder::new(Placement::Fixed(cpu))
         .name(&format!("egressd-shard-{id}"))
         .io_memory(IO_MEMORY)
-        .spawn(move || async move { run_shard(id, control, log, reports).await })
+        .spawn(move || async move { run_shard(id, control, log, heartbeat, reports).await })
         .map_err(|e| std::io::Error::other(e.to_string()))
 }
 
@@ -54,12 +58,50 @@ type ListenerKey = (u16, SocketAddr, Protocol);
 struct Bound {
     task: glommio::task::JoinHandle<()>,
     stop: Rc<Cell<bool>>,
+    /// A `dup` of the listening socket: keeps it open until its queue is drained.
+    kept: socket2::Socket,
+    active: Rc<Cell<u64>>,
+}
+
+impl Bound {
+    /// Stops accepting, serves what the kernel already queued, then closes the socket.
+    /// `last` is the last snapshot with this listener: when the current one lacks it (a
+    /// reload removed it), its open and queued connections keep being routed with `last`.
+    #[allow(clippy::redundant_allocation)]
+    fn close(self, shard: &Rc<Shard>, key: ListenerKey, last: &Rc<Arc<Snapshot>>) {
+        self.stop.set(true);
+        self.task.cancel();
+        if shard.snapshot().listener(key.0).is_none() {
+            shard.retire_listener(key.0, last.clone(), self.active.clone());
+        }
+        let ctx = listener_ctx(shard, key, self.active);
+        let (shard, kept) = (shard.clone(), self.kept);
+        glommio::spawn_local(async move {
+            // Let the cancelled accept loop drop its pending accept first.
+            futures_lite::future::yield_now().await;
+            let taken = drain_accept_queue(&shard, kept, ctx);
+            tracing::debug!(shard = shard.id, bind = %key.1, taken, "listener closed after draining its accept queue");
+        })
+        .detach();
+    }
+}
+
+fn listener_ctx(shard: &Shard, key: ListenerKey, active: Rc<Cell<u64>>) -> ListenerCtx {
+    let stat_name = listener_stat_name(key.1);
+    ListenerCtx {
+        gateway_port: key.0,
+        protocol: key.2,
+        active,
+        stats: shard.stats.listener(key.1),
+        http_stats: shard.stats.http(&stat_name),
+    }
 }
 
 async fn run_shard(
     id: usize,
     control: Arc<Control>,
     log: AccessLogSender,
+    heartbeat: Heartbeat,
     reports: Sender<ShardReport>,
 ) {
     let shard = Rc::new(Shard::new(id, control.shards, control.cell.clone(), log));
@@ -75,10 +117,14 @@ async fn run_shard(
     ))
     .detach();
     let mut bound: HashMap<ListenerKey, Bound> = HashMap::new();
-    if let Err((addr, e)) = reconcile(&shard, &mut bound) {
+    let mut applied = shard.snapshot();
+    if let Err((addr, e)) = reconcile(&shard, &mut bound, &applied) {
         let _ = reports.send(ShardReport::BindFailed(id, addr, e));
         return;
     }
+    // The watchdog pings only while every shard's executor keeps running its timers.
+    let beats = beat_period_from_env()
+        .map(|period| glommio::spawn_local(heartbeat_task(heartbeat, id, period)).detach());
     let _ = reports.send(ShardReport::Listening(id));
     let mut generation = shard.snapshot().generation;
     let mut last_sweep = Instant::now();
@@ -87,7 +133,9 @@ async fn run_shard(
         let current = shard.snapshot().generation;
         if current != generation {
             generation = current;
-            if let Err((addr, e)) = reconcile(&shard, &mut bound) {
+            let result = reconcile(&shard, &mut bound, &applied);
+            applied = shard.snapshot();
+            if let Err((addr, e)) = result {
                 tracing::error!(shard = id, %addr, error = %e, "cannot bind a listener added by reload");
             }
         }
@@ -96,23 +144,32 @@ async fn run_shard(
             last_sweep = Instant::now();
         }
     }
-    for (_, b) in bound.drain() {
-        b.stop.set(true);
-        b.task.cancel();
+    // Stop accepting: `/ready` already answers 503; keep-alive responses now carry
+    // `connection: close` (see `Shard::draining`).
+    shard.set_draining();
+    for (key, b) in bound.drain() {
+        b.close(&shard, key, &applied);
     }
-    let drain = shard.bootstrap().timeouts.drain;
+    let drain = shard.snapshot().config.gateway.timeouts.drain;
     let deadline = Instant::now() + drain;
+    // Let the accept-queue drains above spawn their connections before counting.
+    glommio::timer::sleep(Duration::from_millis(20)).await;
     while shard.open_connections() > 0 && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(20)).await;
     }
     publisher.cancel();
+    if let Some(b) = beats {
+        b.cancel();
+    }
     tracing::debug!(shard = id, left = shard.open_connections(), "shard drained");
 }
 
 /// Binds listeners the snapshot has and this shard lacks; stops those it no longer has.
+#[allow(clippy::redundant_allocation)]
 fn reconcile(
     shard: &Rc<Shard>,
     bound: &mut HashMap<ListenerKey, Bound>,
+    previous: &Rc<Arc<Snapshot>>,
 ) -> Result<(), (SocketAddr, std::io::Error)> {
     let snapshot = shard.snapshot();
     let wanted: Vec<ListenerKey> = snapshot
@@ -120,31 +177,36 @@ fn reconcile(
         .iter()
         .map(|l| (l.gateway_port, l.bind, l.protocol))
         .collect();
-    bound.retain(|key, b| {
-        let keep = wanted.contains(key);
-        if !keep {
-            b.stop.set(true);
-            b.task.cancel();
+    // A listener that stays is left alone: same socket, same accept loop, nothing rebound.
+    let removed: Vec<ListenerKey> = bound
+        .keys()
+        .filter(|key| !wanted.contains(key))
+        .copied()
+        .collect();
+    for key in removed {
+        if let Some(b) = bound.remove(&key) {
+            b.close(shard, key, previous);
         }
-        keep
-    });
+    }
     for key in wanted {
         if bound.contains_key(&key) {
             continue;
         }
-        let listener = bind_reuseport(key.1).map_err(|e| (key.1, e))?;
+        let (listener, kept) = bind_reuseport_kept(key.1).map_err(|e| (key.1, e))?;
         let stop = Rc::new(Cell::new(false));
-        let stat_name = listener_stat_name(key.1);
-        let ctx = ListenerCtx {
-            gateway_port: key.0,
-            protocol: key.2,
-            active: Rc::new(Cell::new(0)),
-            stats: shard.stats.listener(key.1),
-            http_stats: shard.stats.http(&stat_name),
-        };
+        let active = Rc::new(Cell::new(0));
+        let ctx = listener_ctx(shard, key, active.clone());
         let task =
             glommio::spawn_local(accept_loop(shard.clone(), listener, ctx, stop.clone())).detach();
-        bound.insert(key, Bound { task, stop });
+        bound.insert(
+            key,
+            Bound {
+                task,
+                stop,
+                kept,
+                active,
+            },
+        );
     }
     Ok(())
 }

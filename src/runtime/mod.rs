@@ -1,6 +1,7 @@
 //! The sharded runtime: shard state, snapshot publication, executors, signals and drain,
 //! service-manager integration and system limits.
 
+pub mod config_watch;
 pub mod control;
 pub mod dns_thread;
 pub mod executor;

@@ -12,7 +12,10 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 
 use super::control::Control;
-use super::executor::{spawn_shard, ShardReport};
+use super::executor::{spawn_shard, ShardReport, IO_MEMORY};
+use super::limits::{self, Demand, Needs, SOCKETS_PER_CONNECTION};
+use super::notify;
+use super::watchdog::{arm_from_env, Heartbeat};
 use crate::config::model::{Config, Protocol};
 use crate::config::{load, LoadMode};
 use crate::listener::bind::InstanceLock;
@@ -20,6 +23,7 @@ use crate::obs::log_format::LogFormat;
 use crate::obs::log_writer::{
     spawn_writer, AccessLogWriter, STAT_REOPEN_FAILED, STAT_WRITE_FAILED, STAT_WRITTEN,
 };
+use crate::route::compile;
 
 pub struct RunArgs {
     pub config: PathBuf,
@@ -61,8 +65,14 @@ pub fn run(args: RunArgs) -> u8 {
         }
     };
     let log_path = loaded.config.gateway.access_log.path.clone();
+    let needs = needs(&loaded.config, &cpus);
+    if let Err(too_low) = limits::ensure(&needs) {
+        eprintln!("{too_low}");
+        return EXIT_LIMITS;
+    }
     let control = Control::new(&args.config, loaded.config, cpus.len());
     let snapshot = control.snapshot();
+    let heartbeat = Heartbeat::new(cpus.len());
     let addrs: Vec<_> = snapshot.listeners.iter().map(|l| l.bind).collect();
     let _lock = match InstanceLock::acquire(&addrs) {
         Ok(lock) => lock,
@@ -79,11 +89,28 @@ pub fn run(args: RunArgs) -> u8 {
         }
     };
     register_writer_stats(&control, &writer);
+    // The admin server comes first, so `/ready` answers 503 while the shards start.
+    if let Some(addr) = snapshot.config.gateway.admin {
+        match crate::admin::server::spawn(addr, control.clone()) {
+            Ok(bound) => tracing::info!("admin listening bound={bound}"),
+            Err(e) => {
+                tracing::error!(%addr, error = %e, "cannot bind the admin server");
+                return EXIT_RUNTIME;
+            }
+        }
+    }
     let (tx, rx) = mpsc::channel();
     let mut handles = Vec::new();
     for ((id, cpu), sender) in cpus.iter().copied().enumerate().zip(senders) {
         tracing::info!(shard = id, cpu, "starting shard");
-        match spawn_shard(id, cpu, control.clone(), sender, tx.clone()) {
+        match spawn_shard(
+            id,
+            cpu,
+            control.clone(),
+            sender,
+            heartbeat.clone(),
+            tx.clone(),
+        ) {
             Ok(h) => handles.push(h),
             Err(e) => {
                 tracing::error!(shard = id, cpu, error = %e, "cannot start shard");
@@ -116,19 +143,28 @@ pub fn run(args: RunArgs) -> u8 {
             cpus.len()
         );
     }
-    if let Some(addr) = snapshot.config.gateway.admin {
-        match crate::admin::server::spawn(addr, control.clone()) {
-            Ok(bound) => tracing::info!("admin listening bound={bound}"),
-            Err(e) => {
-                tracing::error!(%addr, error = %e, "cannot bind the admin server");
-                return stop(&control, handles, EXIT_RUNTIME);
-            }
-        }
-    }
     if let Err(e) = super::dns_thread::spawn(control.clone()) {
         tracing::error!(error = %e, "cannot start the DNS thread");
     }
+    if let Err(e) = super::config_watch::spawn(control.clone(), super::config_watch::POLL_PERIOD) {
+        tracing::error!(error = %e, "cannot start the config watcher; SIGHUP and POST /reload still work");
+    }
+    // systemd arms its watchdog at READY=1; every shard listens by now.
+    let _watchdog = match arm_from_env(&heartbeat) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the watchdog thread");
+            return stop(&control, handles, EXIT_RUNTIME);
+        }
+    };
+    notify::notify_status(&format!(
+        "serving {} listener(s) on {} shard(s)",
+        snapshot.listeners.len(),
+        cpus.len()
+    ));
+    notify::notify_ready();
     serve_signals(&control, &writer);
+    notify::notify_stopping();
     let code = stop(&control, handles, 0);
     writer.shutdown();
     code
@@ -168,7 +204,9 @@ fn serve_signals(control: &Arc<Control>, writer: &AccessLogWriter) {
     for signal in signals.forever() {
         match signal {
             SIGHUP => {
+                notify::notify_reloading();
                 let _ = control.reload();
+                notify::notify_ready();
             }
             SIGUSR1 => {
                 tracing::info!("SIGUSR1: reopening the access log");
@@ -230,6 +268,34 @@ pub fn plan_cpus(
         ));
     }
     Ok(chosen[..shards].to_vec())
+}
+
+/// What this configuration needs from the system (see `limits`).
+pub fn needs(config: &Config, cpus: &[usize]) -> Needs {
+    let listeners: std::collections::BTreeSet<u16> = compile::selected_gateways(config)
+        .flat_map(|g| g.servers.iter().map(|s| s.port.number))
+        .collect();
+    let passthrough = compile::selected_gateways(config)
+        .flat_map(|g| g.servers.iter())
+        .any(|s| {
+            matches!(
+                s.port.protocol,
+                Protocol::Tls | Protocol::Https | Protocol::Tcp
+            )
+        });
+    Needs::compute(Demand {
+        shards: cpus.len(),
+        cpus: cpus.to_vec(),
+        io_memory_per_shard: IO_MEMORY as u64,
+        max_connections: config.gateway.limits.max_connections,
+        listeners: listeners.len(),
+        // A spliced connection also holds two dup'ed sockets and a pipe per direction.
+        fds_per_connection: if passthrough {
+            SOCKETS_PER_CONNECTION + 6
+        } else {
+            SOCKETS_PER_CONNECTION
+        },
+    })
 }
 
 pub fn protocol_name(p: Protocol) -> &'static str {

@@ -8,9 +8,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::config::model::{Bootstrap, LoadBalancer};
 use crate::obs::access_log::AccessRecord;
 use crate::obs::log_writer::AccessLogSender;
 use crate::obs::shard_stats::{ShardStats, BLACKHOLE_CLUSTER};
@@ -18,6 +17,7 @@ use crate::obs::stats::ClusterStats;
 use crate::proxy::pipe_pool::PipePool;
 use crate::route::table::Snapshot;
 use crate::runtime::snapshot::{SnapshotCell, SnapshotView};
+use crate::upstream::balancer::Balancer;
 use crate::upstream::cluster::Cluster;
 use crate::upstream::pool::Pool;
 
@@ -39,6 +39,8 @@ pub struct Shard {
     view: SnapshotView,
     pub pool: Pool,
     rng: Cell<u64>,
+    draining: Cell<bool>,
+    retired: RefCell<Vec<RetiredListener>>,
     clusters: RefCell<HashMap<String, Rc<ClusterLocal>>>,
     pub stats: Rc<ShardStats>,
     log: Rc<AccessLogSender>,
@@ -59,6 +61,8 @@ impl Shard {
             view,
             pool: Pool::new(max_idle),
             rng: Cell::new(seed(id)),
+            draining: Cell::new(false),
+            retired: RefCell::new(Vec::new()),
             clusters: RefCell::new(HashMap::new()),
             stats: Rc::new(ShardStats::new()),
             log: Rc::new(log),
@@ -89,9 +93,41 @@ impl Shard {
         self.view.current()
     }
 
-    /// The bootstrap settings of the current snapshot.
-    pub fn bootstrap(&self) -> Bootstrap {
-        self.snapshot().config.gateway.clone()
+    /// The snapshot a request arriving on `gateway_port` is routed with: the current one,
+    /// unless a reload removed that listener while this connection was open (or waiting in
+    /// its accept queue); then the last snapshot that had it, as Envoy serves a draining
+    /// listener's connections with the old config, for at most `timeouts.drain`.
+    #[allow(clippy::redundant_allocation)] // see SnapshotView
+    pub fn snapshot_for_port(&self, gateway_port: u16) -> Rc<Arc<Snapshot>> {
+        let current = self.snapshot();
+        let retired = self.retired.borrow();
+        if retired.is_empty() || current.listener(gateway_port).is_some() {
+            return current;
+        }
+        retired
+            .iter()
+            .rev()
+            .find(|r| r.gateway_port == gateway_port && r.until > Instant::now())
+            .map_or(current, |r| r.snapshot.clone())
+    }
+
+    /// Keeps `snapshot` for the connections of a listener a reload removed (see
+    /// `snapshot_for_port`); `active` counts them, so it is let go once they are gone.
+    #[allow(clippy::redundant_allocation)]
+    pub fn retire_listener(
+        &self,
+        gateway_port: u16,
+        snapshot: Rc<Arc<Snapshot>>,
+        active: Rc<Cell<u64>>,
+    ) {
+        let drain = self.snapshot().config.gateway.timeouts.drain;
+        self.retired.borrow_mut().push(RetiredListener {
+            gateway_port,
+            snapshot,
+            active,
+            grace_until: Instant::now() + RETIRED_GRACE.min(drain),
+            until: Instant::now() + drain,
+        });
     }
 
     /// xorshift64*: fast, shard-local, good enough for load balancing and weights.
@@ -126,7 +162,7 @@ impl Shard {
             return state.clone();
         }
         let state = Rc::new(ClusterLocal {
-            rr: Cell::new(self.random() as usize),
+            balancer: Balancer::new(self.random() as usize),
             stats: self.stats.cluster(&cluster.name),
         });
         self.clusters
@@ -154,10 +190,49 @@ impl Shard {
         }
     }
 
-    /// Periodic housekeeping (pool sweep); the shard runs it from a timer task.
+    /// Set once when the shard starts draining (SIGTERM or `POST /drain_listeners`).
+    pub fn set_draining(&self) {
+        self.draining.set(true);
+    }
+
+    /// While draining, HTTP responses carry `connection: close` and keep-alive ends after
+    /// the current response, so connections finish instead of waiting for the deadline.
+    pub fn draining(&self) -> bool {
+        self.draining.get()
+    }
+
+    /// Periodic housekeeping (pool sweep, ending outlier ejections that are over); the
+    /// shard runs it from a timer task.
     pub fn tick(&self) {
         self.pool.sweep();
+        let now = Instant::now();
+        // Connections taken from an accept queue start a moment after the retirement.
+        self.retired
+            .borrow_mut()
+            .retain(|r| now < r.until && (r.active.get() > 0 || now < r.grace_until));
+        let snapshot = self.snapshot();
+        for (name, state) in self.clusters.borrow().iter() {
+            let outlier = snapshot
+                .clusters
+                .iter()
+                .find(|c| &c.name == name)
+                .and_then(|c| c.outlier);
+            state.balancer.sweep(outlier, &state.stats);
+        }
     }
+}
+
+/// How long a retired listener's snapshot is kept even with no connection counted yet.
+const RETIRED_GRACE: Duration = Duration::from_secs(1);
+
+/// A listener a reload removed, with the last snapshot that had it.
+#[allow(clippy::redundant_allocation)]
+struct RetiredListener {
+    gateway_port: u16,
+    snapshot: Rc<Arc<Snapshot>>,
+    active: Rc<Cell<u64>>,
+    grace_until: Instant,
+    until: Instant,
 }
 
 fn seed(id: usize) -> u64 {
@@ -168,39 +243,59 @@ fn seed(id: usize) -> u64 {
     (t ^ ((id as u64 + 1) << 48) ^ (std::process::id() as u64)) | 1
 }
 
-/// Shard-local state of one cluster.
+/// Shard-local state of one cluster: its endpoint balancer (load, outlier ejections) and
+/// its counters. Kept across reloads by cluster name.
 pub struct ClusterLocal {
-    rr: Cell<usize>,
+    balancer: Balancer,
     pub stats: Rc<ClusterStats>,
 }
 
+/// One request in flight to an endpoint, for LEAST_REQUEST; dropping it ends the request.
+pub struct InFlight<'a> {
+    state: &'a ClusterLocal,
+    addr: SocketAddr,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.state.balancer.request_finished(self.addr);
+    }
+}
+
 impl ClusterLocal {
-    /// Chooses an endpoint by the cluster's policy; None when it has none (503 UH).
+    /// Chooses an endpoint by the cluster's policy, skipping ejected ones; None when the
+    /// cluster has none (503 UH).
     pub fn pick_endpoint(&self, cluster: &Cluster, shard: &Shard) -> Option<SocketAddr> {
-        let endpoints = &cluster.endpoints;
-        if endpoints.is_empty() {
-            return None;
+        self.balancer.pick(cluster, &self.stats, &|| shard.random())
+    }
+
+    /// Counts a request to `addr` as running until the returned guard drops.
+    pub fn request_started(&self, addr: SocketAddr) -> InFlight<'_> {
+        self.balancer.request_started(addr);
+        InFlight { state: self, addr }
+    }
+
+    /// Tells outlier detection how an attempt on `addr` ended: the upstream's status, or
+    /// None when our attempt failed (connect failure, reset, timeout).
+    pub fn on_endpoint_result(&self, cluster: &Cluster, addr: SocketAddr, status: Option<u16>) {
+        self.balancer.result(cluster, &self.stats, addr, status);
+    }
+
+    /// Whether this shard may open one more connection to `cluster`: its share of
+    /// `connectionPool.tcp.maxConnections` (split evenly across shards, at least one, so no
+    /// counter is shared on the data path). Counts `upstream_cx_overflow` when not.
+    pub fn may_connect(&self, cluster: &Cluster, shard: &Shard) -> bool {
+        if cluster.max_connections == 0 {
+            return true;
         }
-        let weighted = endpoints.iter().any(|e| e.weight > 0);
-        let index = if weighted {
-            let total: u32 = endpoints.iter().map(|e| e.weight).sum();
-            let mut point = shard.random() % total.max(1);
-            endpoints.iter().position(|e| {
-                let hit = point < e.weight;
-                point = point.saturating_sub(e.weight);
-                hit
-            })?
-        } else {
-            match cluster.lb {
-                LoadBalancer::Random => shard.random() as usize % endpoints.len(),
-                LoadBalancer::RoundRobin | LoadBalancer::LeastRequest => {
-                    let i = self.rr.get();
-                    self.rr.set(i.wrapping_add(1));
-                    i % endpoints.len()
-                }
-            }
-        };
-        Some(endpoints[index].addr)
+        let share = (cluster.max_connections as u64)
+            .div_ceil(shard.shard_count() as u64)
+            .max(1);
+        let ok = self.stats.upstream_cx_active.get() < share;
+        if !ok {
+            self.stats.upstream_cx_overflow.inc();
+        }
+        ok
     }
 
     pub fn on_connect_fail(&self, timed_out: bool) {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::config::model::{ClientTls, LoadBalancer, Resolution};
+use crate::config::model::{ClientTls, LoadBalancer, OutlierDetection, Resolution};
 
 /// Index of a cluster in `Snapshot::clusters`.
 pub type ClusterId = usize;
@@ -31,6 +31,41 @@ pub struct Cluster {
     pub max_requests_per_connection: u32,
     /// TLS origination towards the endpoints (DestinationRule `tls`), None = plain.
     pub tls: Option<ClientTls>,
+    /// `connectionPool.tcp.maxConnections` for the whole gateway, 0 = unlimited; each shard
+    /// enforces its share (see `ClusterLocal::may_connect`).
+    pub max_connections: u32,
+    /// `outlierDetection`, None = off.
+    pub outlier: Option<OutlierPolicy>,
+}
+
+/// `outlierDetection` with Istio's defaults filled in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutlierPolicy {
+    /// Consecutive 5xx answers (or local failures) that eject an endpoint; 0 = off.
+    pub consecutive_5xx: u32,
+    /// Consecutive 502/503/504 answers (or local failures) that eject; 0 = off.
+    pub consecutive_gateway: u32,
+    /// How often ejections are reviewed and an endpoint's ejection count decays.
+    pub interval: Duration,
+    /// Ejection time = this × how many times the endpoint was ejected (capped at 300 s).
+    pub base_ejection: Duration,
+    pub max_ejection_percent: u32,
+}
+
+impl OutlierPolicy {
+    /// Envoy's cap on one ejection (`max_ejection_time`).
+    pub const MAX_EJECTION: Duration = Duration::from_secs(300);
+
+    /// Istio's defaults: 5 consecutive 5xx, gateway errors off, 10 s, 30 s, 10 %.
+    pub fn from_config(o: &OutlierDetection) -> Self {
+        OutlierPolicy {
+            consecutive_5xx: o.consecutive_errors.unwrap_or(5),
+            consecutive_gateway: o.consecutive_gateway_errors.unwrap_or(0),
+            interval: o.interval.unwrap_or(Duration::from_secs(10)),
+            base_ejection: o.base_ejection_time.unwrap_or(Duration::from_secs(30)),
+            max_ejection_percent: o.max_ejection_percent.unwrap_or(10),
+        }
+    }
 }
 
 /// One address the cluster may connect to. For DNS clusters this is an address the control

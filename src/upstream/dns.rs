@@ -25,6 +25,8 @@ const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(2);
 
 struct Entry {
     addrs: Vec<IpAddr>,
+    /// Private addresses the last answer had, refused under `denyPrivateAddresses`.
+    refused: Vec<IpAddr>,
     refresh_at: Instant,
     good_until: Instant,
 }
@@ -86,9 +88,10 @@ impl DnsCache {
                         .saturating_duration_since(Instant::now())
                         .clamp(TTL_FLOOR, TTL_CEILING);
                     let mut addrs: Vec<IpAddr> = Vec::new();
+                    let mut refused: Vec<IpAddr> = Vec::new();
                     for ip in answer.iter() {
                         if self.deny_private && is_denied(ip) {
-                            tracing::warn!(%name, %ip, "refusing private address from DNS (denyPrivateAddresses)");
+                            refused.push(ip);
                         } else if !addrs.contains(&ip) {
                             addrs.push(ip);
                         }
@@ -98,10 +101,17 @@ impl DnsCache {
                         name.clone(),
                         Entry {
                             addrs: addrs.clone(),
+                            refused: refused.clone(),
                             refresh_at: Instant::now() + ttl,
                             good_until: Instant::now() + STALE_LIMIT.max(ttl),
                         },
                     );
+                    // Logged when the answer changes, not at every TTL refresh.
+                    if old.as_ref().is_none_or(|o| o.refused != refused) {
+                        for ip in &refused {
+                            tracing::warn!(%name, %ip, "refusing private address from DNS (denyPrivateAddresses)");
+                        }
+                    }
                     if old.is_none_or(|o| o.addrs != addrs) {
                         tracing::info!(%name, ?addrs, ttl_s = ttl.as_secs(), "resolved");
                         changed = true;
@@ -122,6 +132,7 @@ impl DnsCache {
                                 name.clone(),
                                 Entry {
                                     addrs: Vec::new(),
+                                    refused: Vec::new(),
                                     refresh_at: Instant::now() + RETRY_AFTER_FAILURE,
                                     good_until: Instant::now(),
                                 },

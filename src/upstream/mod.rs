@@ -1,6 +1,7 @@
 //! Upstream side: clusters and endpoints, traffic policy, connecting, per-shard pools.
 
 pub mod addr_policy;
+pub mod balancer;
 pub mod cluster;
 pub mod connect;
 pub mod dns;

@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::config::model::{
-    ClientTls, ClientTlsMode, Config, ConnectionPool, LoadBalancer, TrafficPolicy,
+    ClientTls, ClientTlsMode, Config, ConnectionPool, LoadBalancer, OutlierDetection, TrafficPolicy,
 };
+use crate::upstream::cluster::OutlierPolicy;
 
 #[derive(Clone, Debug)]
 pub struct ClusterPolicy {
@@ -17,6 +18,9 @@ pub struct ClusterPolicy {
     pub idle_timeout: Duration,
     pub max_requests_per_connection: u32,
     pub tls: Option<ClientTls>,
+    /// `connectionPool.tcp.maxConnections`, 0 = unlimited.
+    pub max_connections: u32,
+    pub outlier: Option<OutlierPolicy>,
 }
 
 #[derive(Default)]
@@ -24,6 +28,7 @@ struct Layers<'a> {
     lb: Option<LoadBalancer>,
     pool: Option<&'a ConnectionPool>,
     tls: Option<&'a ClientTls>,
+    outlier: Option<&'a OutlierDetection>,
 }
 
 impl<'a> Layers<'a> {
@@ -31,10 +36,12 @@ impl<'a> Layers<'a> {
         self.lb = policy.load_balancer.or(self.lb);
         self.pool = policy.connection_pool.as_ref().or(self.pool);
         self.tls = policy.tls.as_ref().or(self.tls);
+        self.outlier = policy.outlier_detection.as_ref().or(self.outlier);
         if let Some(p) = policy.port_level_settings.iter().find(|p| p.port == port) {
             self.lb = p.load_balancer.or(self.lb);
             self.pool = p.connection_pool.as_ref().or(self.pool);
             self.tls = p.tls.as_ref().or(self.tls);
+            self.outlier = p.outlier_detection.as_ref().or(self.outlier);
         }
     }
 }
@@ -76,6 +83,8 @@ pub fn for_destination(
             .tls
             .filter(|t| t.mode != ClientTlsMode::Disable)
             .cloned(),
+        max_connections: layers.pool.and_then(|p| p.tcp_max_connections).unwrap_or(0),
+        outlier: layers.outlier.map(OutlierPolicy::from_config),
     }
 }
 

@@ -62,7 +62,12 @@ impl Origin {
     }
 
     pub fn start(handler: Handler) -> Origin {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        Origin::start_on("127.0.0.1:0", handler)
+    }
+
+    /// As `start`, on a chosen loopback address (e.g. `127.0.0.2:0`, or a fixed port).
+    pub fn start_on(bind: &str, handler: Handler) -> Origin {
+        let listener = TcpListener::bind(bind).unwrap();
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
         let requests = Arc::new(Mutex::new(Vec::new()));

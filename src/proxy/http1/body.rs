@@ -118,7 +118,13 @@ impl ChunkedScanner {
                     self.state = Size;
                     self.digits = 0;
                 }
-                TrailerStart => self.state = if b == b'\r' { FinalLf } else { Trailer },
+                TrailerStart => {
+                    self.state = match b {
+                        b'\r' => FinalLf,
+                        b'\n' => return Err(BodyError::Framing("bare LF in trailer")),
+                        _ => Trailer,
+                    }
+                }
                 Trailer => {
                     if b == b'\r' {
                         self.state = TrailerLf;

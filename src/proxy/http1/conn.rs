@@ -44,14 +44,22 @@ pub async fn serve<D: AsyncRead + AsyncWrite + Unpin>(
     mut down: D,
     info: DownstreamInfo,
 ) {
-    let gw = shard.bootstrap();
-    let head_limit = (gw.limits.max_request_headers_kb as usize * 1024).max(1024);
+    let head_limit = (shard
+        .snapshot()
+        .config
+        .gateway
+        .limits
+        .max_request_headers_kb as usize
+        * 1024)
+        .max(1024);
     let mut buf = ReadBuf::new(head_limit);
     let mut head = RequestHead::default();
     let mut req_wire = Vec::with_capacity(1024);
     let mut resp_wire = Vec::with_capacity(1024);
     loop {
-        let gw = shard.bootstrap();
+        // The bootstrap of the snapshot current now: reloads apply from the next request.
+        let snapshot = shard.snapshot();
+        let gw = &snapshot.config.gateway;
         if buf.is_empty() {
             match within(Some(gw.timeouts.downstream_idle), buf.fill(&mut down)).await {
                 Some(Ok(n)) if n > 0 => {}
@@ -100,7 +108,8 @@ pub async fn serve<D: AsyncRead + AsyncWrite + Unpin>(
                     &mut rec,
                 )
                 .await;
-                let close = outcome.close || head.close;
+                // While draining, the answer to this request is the connection's last.
+                let close = outcome.close || head.close || shard.draining();
                 log::set_outcome(&mut rec, &outcome);
                 if let Err(e) = result {
                     reject(&shard, &mut down, &mut resp_wire, e, &mut rec, close).await;
@@ -145,10 +154,15 @@ async fn route_and_forward<D: AsyncRead + AsyncWrite + Unpin>(
             return (Err($e), outcome);
         }};
     }
-    let snapshot = shard.snapshot();
+    let snapshot = shard.snapshot_for_port(info.gateway_port);
     let Some(host) = normalize_host(&head.authority) else {
         deny!(ProxyError::BadRequest("invalid host"))
     };
+    let listener = snapshot.listener(info.gateway_port);
+    let sni = info.sni.as_deref();
+    if !listener.is_none_or(|l| crate::tls::listener::host_allowed(&l.servers, sni, &host)) {
+        deny!(ProxyError::Misdirected)
+    }
     let raw = buf.data();
     let header = |name: &str| find_header(raw, &head.headers, name);
     let view = RequestView {
@@ -158,10 +172,7 @@ async fn route_and_forward<D: AsyncRead + AsyncWrite + Unpin>(
         method: &head.method,
         header: &header,
     };
-    let Some(route) = snapshot
-        .listener(info.gateway_port)
-        .and_then(|l| l.http.route(&view))
-    else {
+    let Some(route) = listener.and_then(|l| l.http.route(&view)) else {
         deny!(ProxyError::NoRoute)
     };
     rec.route_name = route.name.as_deref().map(str::to_string);
@@ -193,7 +204,7 @@ async fn route_and_forward<D: AsyncRead + AsyncWrite + Unpin>(
         head,
         wire: req_wire,
         body_in_wire,
-        body_limit: shard.bootstrap().limits.max_request_body_bytes,
+        body_limit: snapshot.config.gateway.limits.max_request_body_bytes,
         head_request: head.method == "HEAD",
     };
     outcome.close = !body_in_wire;
@@ -239,12 +250,14 @@ fn local_body(e: &ProxyError) -> &'static str {
     match e {
         ProxyError::NoRoute => "no route to this destination from the egress gateway\n",
         ProxyError::NoHealthyUpstream => "no healthy upstream\n",
+        ProxyError::UpstreamOverflow => "upstream connection limit reached\n",
         ProxyError::ConnectFailed(_) | ProxyError::ConnectTimeout => "upstream connect error\n",
         ProxyError::UpstreamTimeout => "upstream request timeout\n",
         ProxyError::HeaderTimeout => "request header timeout\n",
         ProxyError::HeaderTooLarge => "request header too large\n",
         ProxyError::BodyTooLarge => "request body too large\n",
         ProxyError::BadRequest(_) => "bad request\n",
+        ProxyError::Misdirected => "misdirected request\n",
         _ => "upstream error\n",
     }
 }

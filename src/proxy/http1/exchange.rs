@@ -17,6 +17,7 @@ use crate::proxy::buf::ReadBuf;
 use crate::proxy::deadline::within;
 use crate::route::table::HttpRoute;
 use crate::runtime::shard::{ClusterLocal, Shard};
+use crate::tls::origination::Origination;
 use crate::upstream::cluster::Cluster;
 use crate::upstream::connect::connect;
 use crate::upstream::pool::{PoolKey, UpstreamConn};
@@ -73,6 +74,13 @@ pub async fn forward<D: AsyncRead + AsyncWrite + Unpin>(
     // Only a request whose body is entirely in `wire` may be sent twice.
     let resendable = req.body_in_wire;
     let mut tries = 0u32;
+    let mut _in_flight = None; // LEAST_REQUEST load of the endpoint tried last
+    let tls =
+        crate::tls::origination::for_cluster(cluster, || shard.snapshot().config.gateway.clone())
+            .map_err(|e| {
+            ProxyError::ConnectFailed(std::io::Error::other(format!("TLS config: {e}")))
+        })?;
+    let tls_tag = tls.as_ref().map(|o| o.tag.clone());
     let (mut up, resp, head_len, body_sent) = loop {
         let may_retry =
             |cause: RetryOn| tries < route.retry.attempts && route.retry.retries_on(cause);
@@ -80,12 +88,19 @@ pub async fn forward<D: AsyncRead + AsyncWrite + Unpin>(
             .pick_endpoint(cluster, shard)
             .ok_or(ProxyError::NoHealthyUpstream)?;
         outcome.upstream_host = Some(addr);
-        let (mut up, reused) = match shard.pool.take(&PoolKey { addr }) {
+        _in_flight = Some(state.request_started(addr));
+        let key = PoolKey {
+            addr,
+            tls: tls_tag.clone(),
+        };
+        let (mut up, reused) = match shard.pool.take(&key) {
             Some(conn) => (conn, true),
-            None => match connect_within(addr, cluster.connect_timeout, deadline, state).await {
+            None if !state.may_connect(cluster, shard) => return Err(ProxyError::UpstreamOverflow),
+            None => match connect_within(addr, cluster, deadline, state, tls.as_deref()).await {
                 Ok(conn) => (conn, false),
                 Err(e) => {
                     state.on_connect_fail(matches!(e, ProxyError::ConnectTimeout));
+                    state.on_endpoint_result(cluster, addr, None);
                     if may_retry(RetryOn::ConnectFailure) {
                         tries += 1;
                         outcome.retried = true;
@@ -141,6 +156,7 @@ pub async fn forward<D: AsyncRead + AsyncWrite + Unpin>(
                     && (may_retry(cause) || may_retry(RetryOn::Status5xx))
                 {
                     state.on_response(resp.status, started.elapsed());
+                    state.on_endpoint_result(cluster, addr, Some(resp.status));
                     tries += 1;
                     outcome.retried = true;
                     continue;
@@ -148,6 +164,7 @@ pub async fn forward<D: AsyncRead + AsyncWrite + Unpin>(
                 break (up, resp, len, body_sent);
             }
             Err(e) => {
+                state.on_endpoint_result(cluster, addr, None);
                 let cause = if matches!(e, ProxyError::UpstreamTimeout) {
                     RetryOn::Status5xx
                 } else {
@@ -169,8 +186,10 @@ pub async fn forward<D: AsyncRead + AsyncWrite + Unpin>(
     outcome.status = resp.status;
     outcome.service_time = Some(service_time);
     state.on_response(resp.status, service_time);
+    state.on_endpoint_result(cluster, up.peer, Some(resp.status));
     // A body the client still owes us (final answer to Expect: 100-continue) cannot be skipped.
-    outcome.close = req.head.close || resp.framing == Framing::UntilClose || !body_sent;
+    outcome.close =
+        req.head.close || shard.draining() || resp.framing == Framing::UntilClose || !body_sent;
     let upstream_reusable = !resp.close && body_sent;
     serialize::response_head(
         resp_wire,
@@ -180,26 +199,42 @@ pub async fn forward<D: AsyncRead + AsyncWrite + Unpin>(
         outcome.close,
     );
     up.buf.consume(head_len);
+    // A small body already read with the head leaves in the same write: one send, not two.
+    let whole_body = match resp.framing {
+        Framing::Length(n) if n <= up.buf.len() as u64 => {
+            resp_wire.extend_from_slice(&up.buf.data()[..n as usize]);
+            up.buf.consume(n as usize);
+            Some(n)
+        }
+        _ => None,
+    };
     if down.write_all(resp_wire).await.is_err() {
         outcome.close = true;
         outcome.flag = Some("DC");
         return Ok(());
     }
     let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-    match within(
-        left,
-        copy_body(resp.framing, &mut up.buf, &mut up.stream, down, 0),
-    )
-    .await
-    {
+    let body = match whole_body {
+        Some(n) => Some(Ok(n)),
+        None => {
+            within(
+                left,
+                copy_body(resp.framing, &mut up.buf, &mut up.stream, down, 0),
+            )
+            .await
+        }
+    };
+    match body {
         Some(Ok(n)) => {
             outcome.bytes_sent = n;
             let under_cap = cluster.max_requests_per_connection == 0
                 || up.requests < cluster.max_requests_per_connection;
             if upstream_reusable && under_cap && up.buf.is_empty() {
-                shard
-                    .pool
-                    .put(PoolKey { addr: up.peer }, up, cluster.idle_timeout);
+                let key = PoolKey {
+                    addr: up.peer,
+                    tls: tls_tag,
+                };
+                shard.pool.put(key, up, cluster.idle_timeout);
             }
         }
         Some(Err(BodyError::Write(_))) => (outcome.close, outcome.flag) = (true, Some("DC")),
@@ -234,12 +269,14 @@ fn wire_head_len(wire: &[u8]) -> usize {
 
 async fn connect_within(
     addr: SocketAddr,
-    timeout: Duration,
+    cluster: &Cluster,
     deadline: Option<Instant>,
     state: &ClusterLocal,
+    tls: Option<&Origination>,
 ) -> Result<UpstreamConn, ProxyError> {
     let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-    within(left, connect(addr, timeout, state.stats.clone()))
+    let timeout = cluster.connect_timeout;
+    within(left, connect(addr, timeout, state.stats.clone(), tls))
         .await
         .unwrap_or(Err(ProxyError::UpstreamTimeout))
 }
