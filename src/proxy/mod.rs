@@ -1,6 +1,6 @@
 //! Data paths: what moves bytes between a downstream and an upstream once a route is
-//! chosen: HTTP/1.1 proxying (plain or behind terminated TLS), TLS termination and the
-//! passthrough relay.
+//! chosen: HTTP/1.1 proxying (plain or behind terminated TLS), TLS termination, the
+//! passthrough relay and the TLS-passthrough/TCP connection handler that drives it.
 
 pub mod buf;
 pub mod deadline;
@@ -8,6 +8,7 @@ pub mod http1;
 pub mod passthrough;
 pub mod pipe_pool;
 mod relay_dir;
+pub mod tcp_conn;
 pub mod terminate;
 mod terminate_tcp;
 

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 pub mod istio;
 pub mod origin;
 pub mod tls;
+pub mod tls_origin;
 
 /// A port free on 127.0.0.1 right now (the OS picked it; the gateway binds it next).
 pub fn free_port() -> u16 {
