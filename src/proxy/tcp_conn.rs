@@ -24,6 +24,7 @@ use crate::obs::access_log::{AccessRecord, ResponseFlags};
 use crate::obs::shard_stats::BLACKHOLE_CLUSTER;
 use crate::obs::stats::{ClusterStats, HttpConnManagerStats, ListenerDeny, ListenerStats, SniPeek};
 use crate::route::l4::{self, Intake, L4Route, ServerAction};
+use crate::route::table::Snapshot;
 use crate::runtime::shard::{ClusterLocal, Shard};
 use crate::upstream::cluster::Cluster;
 
@@ -41,6 +42,36 @@ pub struct L4Downstream {
     pub stats: Rc<ListenerStats>,
     /// For connections handed to TLS termination (HTTPS servers serve HTTP inside).
     pub http_stats: Rc<HttpConnManagerStats>,
+}
+
+/// Resolves `timeouts.drain` after a reload removed this connection's route (its listener,
+/// or the route from it to `cluster`): the one case where a reload ends a connection.
+/// Routes that survive a reload leave the connection on the snapshot it started with.
+async fn until_route_removed(
+    shard: &Shard,
+    started_on: &Snapshot,
+    port: u16,
+    sni: Option<&str>,
+    cluster: &str,
+) {
+    let mut seen = started_on.generation;
+    loop {
+        seen = shard.reloads.changed(seen).await;
+        let current = shard.snapshot();
+        let kept = current
+            .listener(port)
+            .and_then(|l| l.l4.route(sni))
+            .is_some_and(|route| {
+                route
+                    .destinations
+                    .iter()
+                    .any(|d| current.clusters[d.cluster].name == cluster)
+            });
+        if !kept {
+            glommio::timer::sleep(current.config.gateway.timeouts.drain).await;
+            return;
+        }
+    }
 }
 
 /// Why a connection was closed before reaching an upstream.
@@ -152,7 +183,29 @@ pub async fn serve(shard: Rc<Shard>, mut downstream: TcpStream, down: L4Downstre
         idle_timeout: timeouts.downstream_idle,
         splice: shard.splice,
     };
-    let outcome = relay(downstream, upstream, &hello, &opts, &shard.pipes).await;
+    let relayed = futures_lite::future::or(
+        async { Some(relay(downstream, upstream, &hello, &opts, &shard.pipes).await) },
+        async {
+            until_route_removed(
+                &shard,
+                &snapshot,
+                down.gateway_port,
+                rec.requested_server_name.as_deref(),
+                &cluster.name,
+            )
+            .await;
+            None
+        },
+    );
+    let Some(outcome) = relayed.await else {
+        // Dropping the relay closed both sockets.
+        tracing::info!(peer = %down.peer, cluster = %cluster.name, "closed: a reload removed this connection's route");
+        rec.response_flags |= ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION;
+        rec.upstream_transport_failure_reason = Some("route removed by reload".to_string());
+        rec.duration = started.elapsed();
+        shard.log_http(rec);
+        return;
+    };
     state.on_bytes(outcome.bytes_from_downstream, outcome.bytes_from_upstream);
     tracing::debug!(
         peer = %down.peer,

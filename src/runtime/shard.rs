@@ -17,6 +17,7 @@ use crate::obs::shard_stats::{ShardStats, BLACKHOLE_CLUSTER};
 use crate::obs::stats::ClusterStats;
 use crate::proxy::pipe_pool::PipePool;
 use crate::route::table::Snapshot;
+use crate::runtime::reload_signal::ReloadSignal;
 use crate::runtime::snapshot::{SnapshotCell, SnapshotView};
 use crate::upstream::balancer::Balancer;
 use crate::upstream::cluster::Cluster;
@@ -49,6 +50,8 @@ pub struct Shard {
     pub pipes: PipePool,
     /// Whether passthrough relays splice (else they copy); see [`splice_enabled`].
     pub splice: bool,
+    /// Wakes long-lived connections when a new snapshot generation arrives.
+    pub reloads: ReloadSignal,
 }
 
 impl Shard {
@@ -69,6 +72,7 @@ impl Shard {
             log: Rc::new(log),
             pipes: PipePool::new(IDLE_PIPES, None),
             splice: splice_enabled(),
+            reloads: ReloadSignal::default(),
         }
     }
 
