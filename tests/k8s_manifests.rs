@@ -259,6 +259,10 @@ fn seccomp_profile_allows_every_syscall_egressd_makes() {
     struct Kill<'a>(&'a mut std::process::Child);
     impl Drop for Kill<'_> {
         fn drop(&mut self) {
+            // SIGKILL of strace would leave the traced egressd running: kill it first.
+            let _ = Command::new("pkill")
+                .args(["-KILL", "-P", &self.0.id().to_string()])
+                .status();
             let _ = self.0.kill();
             let _ = self.0.wait();
         }
