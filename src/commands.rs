@@ -47,7 +47,24 @@ pub fn check_system(path: &Path, shards: Option<usize>) -> u8 {
     crate::runtime::limits::check_system(&needs(&loaded.config, &cpus)) as u8
 }
 
-pub fn certs(_out: &Path) -> u8 {
-    eprintln!("certs: not built yet");
-    1
+/// `egressd certs --out DIR`: the demo PKI (root, gateway and sidecar client certificates).
+pub fn certs(out: &Path) -> u8 {
+    match crate::tls::demo_pki::write_demo(out) {
+        Ok(pki) => {
+            for p in [
+                &pki.root_cert,
+                &pki.cert_chain,
+                &pki.key,
+                &pki.client_cert,
+                &pki.client_key,
+            ] {
+                println!("{}", p.display());
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("certs: {e}");
+            1
+        }
+    }
 }

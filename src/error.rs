@@ -37,6 +37,9 @@ pub enum ProxyError {
     /// Policy refuses the request outright (a CONNECT no route allows).
     #[error("forbidden: {0}")]
     Forbidden(&'static str),
+    /// After TLS termination: the Host is not one of the hosts of the server the SNI chose.
+    #[error("host does not match the TLS server name (domain fronting)")]
+    Misdirected,
     #[error("no healthy upstream")]
     NoHealthyUpstream,
     /// The cluster's `connectionPool.tcp.maxConnections` share on this shard is in use.
@@ -63,7 +66,7 @@ impl ProxyError {
         use ProxyError::*;
         match self {
             BadRequest(_) | HeaderTooLarge | BodyTooLarge | HeaderTimeout | DownstreamClosed
-            | DownstreamIo(_) => Fault::Downstream,
+            | DownstreamIo(_) | Misdirected => Fault::Downstream,
             NoRoute | Forbidden(_) | NoHealthyUpstream | UpstreamOverflow => Fault::Config,
             ConnectFailed(_) | ConnectTimeout | UpstreamTimeout | UpstreamReset(_)
             | UpstreamClosed | BadResponse(_) => Fault::Upstream,
@@ -81,6 +84,7 @@ impl ProxyError {
             HeaderTimeout => 408,
             NoRoute => 502,
             Forbidden(_) => 403,
+            Misdirected => 421,
             NoHealthyUpstream | UpstreamOverflow | ConnectFailed(_) | ConnectTimeout => 503,
             UpstreamTimeout => 504,
             UpstreamReset(_) | UpstreamClosed | BadResponse(_) => 502,
@@ -103,7 +107,7 @@ impl ProxyError {
             BadRequest(_) | HeaderTooLarge | BodyTooLarge => "DPE",
             DownstreamClosed | DownstreamIo(_) => "DC",
             HeaderTimeout => "DPE",
-            Forbidden(_) | Internal(_) => "-",
+            Forbidden(_) | Internal(_) | Misdirected => "-",
         }
     }
 

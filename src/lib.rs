@@ -12,4 +12,5 @@ pub mod proxy;
 pub mod route;
 pub mod runtime;
 pub mod sys;
+pub mod tls;
 pub mod upstream;

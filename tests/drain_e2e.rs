@@ -43,35 +43,7 @@ fn holding_origin(release: Arc<AtomicBool>, waiting: Arc<AtomicU64>) -> Origin {
 }
 
 fn single_route(origin: u16) -> String {
-    format!(
-        r#"apiVersion: networking.istio.io/v1beta1
-kind: ServiceEntry
-metadata: {{name: se}}
-spec:
-  hosts: ["slow.example"]
-  ports: [{{number: 80, name: http, protocol: HTTP}}]
-  resolution: STATIC
-  endpoints: [{{address: 127.0.0.1, ports: {{http: {origin}}}}}]
----
-apiVersion: networking.istio.io/v1beta1
-kind: Gateway
-metadata: {{name: egress}}
-spec:
-  servers:
-  - port: {{number: 80, name: http, protocol: HTTP}}
-    hosts: ["*"]
----
-apiVersion: networking.istio.io/v1beta1
-kind: VirtualService
-metadata: {{name: vs}}
-spec:
-  hosts: ["slow.example"]
-  gateways: [egress]
-  http:
-  - route:
-    - destination: {{host: slow.example, port: {{number: 80}}}}
-"#
-    )
+    common::istio::one_route("slow.example", origin)
 }
 
 #[test]

@@ -8,42 +8,12 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use common::origin::Origin;
-use common::{exchange, free_port, get, read_response, Gateway};
+use common::{exchange, free_port, get, istio, read_response, Gateway};
 
-/// A ServiceEntry with one STATIC endpoint, a Gateway on port 80 and a VirtualService
-/// routing `host` to it, plus `extra` documents.
-fn one_route(host: &str, origin_port: u16, extra: &str) -> String {
-    format!(
-        r#"apiVersion: networking.istio.io/v1beta1
-kind: ServiceEntry
-metadata: {{name: se}}
-spec:
-  hosts: ["{host}"]
-  ports: [{{number: 80, name: http, protocol: HTTP}}]
-  resolution: STATIC
-  endpoints: [{{address: 127.0.0.1, ports: {{http: {origin_port}}}}}]
----
-apiVersion: networking.istio.io/v1beta1
-kind: Gateway
-metadata: {{name: egress}}
-spec:
-  selector: {{istio: egressgateway}}
-  servers:
-  - port: {{number: 80, name: http, protocol: HTTP}}
-    hosts: ["*"]
----
-apiVersion: networking.istio.io/v1beta1
-kind: VirtualService
-metadata: {{name: vs}}
-spec:
-  hosts: ["{host}"]
-  gateways: [egress]
-  http:
-  - name: main
-    route:
-    - destination: {{host: "{host}", port: {{number: 80}}}}
-{extra}"#
-    )
+fn one_route(host: &str, origin_port: u16, route_extra: &str) -> String {
+    istio::static_service("se", host, &[origin_port])
+        + &istio::http_gateway()
+        + &istio::virtual_service(host, host, route_extra)
 }
 
 fn start(resources: &str) -> (Gateway, u16) {
@@ -226,8 +196,7 @@ fn route_timeout_gives_504_ut() {
         std::thread::sleep(Duration::from_secs(3));
         b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".to_vec()
     }));
-    let resources = one_route("slow.test", slow.port(), "")
-        .replace("  - name: main\n", "  - name: main\n    timeout: 300ms\n");
+    let resources = one_route("slow.test", slow.port(), "    timeout: 300ms\n");
     let (gw, port) = start(&resources);
     let resp = get(port, "slow.test", "/");
     assert_eq!(resp.status, 504);

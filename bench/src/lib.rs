@@ -9,6 +9,8 @@ pub mod framing;
 pub mod loadgen;
 pub mod machine;
 pub mod markdown;
+pub mod passthrough;
+pub mod passthrough_report;
 pub mod procs;
 pub mod report;
 pub mod scenario;

@@ -29,6 +29,9 @@ struct Cli {
 enum Cmd {
     /// Small keep-alive GETs: peak req/s, CPU per request, latency at one shared rate.
     Http(Opts),
+    /// TLS passthrough by SNI: bulk Gbit/s and CPU per GB, new connections per second and
+    /// CPU per connection; direct, egressd (splice and copy), haproxy `mode tcp`.
+    Passthrough(Opts),
     /// Every scenario (for now: http).
     All(Opts),
 }
@@ -121,8 +124,11 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let (Cmd::Http(o) | Cmd::All(o)) = cli.command;
-    match run(o) {
+    let result = match cli.command {
+        Cmd::Http(o) | Cmd::All(o) => run(o),
+        Cmd::Passthrough(o) => run_passthrough(o),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -234,5 +240,77 @@ fn run(o: Opts) -> Result<(), BenchError> {
     let (json, md) = report::write_files(&report, &o.out, "http")?;
     println!("{}\n{}", json.display(), md.display());
     print!("{}", bench::markdown::render(&report));
+    Ok(())
+}
+
+fn run_passthrough(o: Opts) -> Result<(), BenchError> {
+    use bench::passthrough::Plan;
+    use bench::passthrough_report::{self as pr, PassthroughReport};
+
+    let snapshot = Snapshot::take();
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .map_err(|e| BenchError::io("install signal handler", e))?;
+    }
+    if o.loadgen_cpu == o.target_cpu {
+        return Err(BenchError::Usage(
+            "--loadgen-cpu and --target-cpu must differ".into(),
+        ));
+    }
+    // Clients and the origin run on threads of this process, which inherit this pinning.
+    if !core_affinity::set_for_current(core_affinity::CoreId { id: o.loadgen_cpu }) {
+        return Err(BenchError::Machine(format!(
+            "cannot pin to CPU {}",
+            o.loadgen_cpu
+        )));
+    }
+    let (bulk, dur, rounds) = if o.quick {
+        (1u64 << 30, 2.0, 1)
+    } else {
+        (4u64 << 30, 5.0, 3)
+    };
+    let plan = Plan {
+        bulk_bytes: bulk,
+        conn_duration: o.duration.unwrap_or(Duration::from_secs_f64(dur)),
+        conn_clients: 4,
+        target_cpu: o.target_cpu,
+        egressd: o.egressd.clone().unwrap_or_else(default_egressd),
+        haproxy: find_tool("haproxy"),
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let date = now
+        .format(time::macros::format_description!("[year]-[month]-[day]"))
+        .unwrap_or_default();
+    let started = now
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let (all, skipped) = pr::run(&plan, o.rounds.unwrap_or(rounds).max(1), &stop)?;
+    let report = PassthroughReport {
+        date,
+        started_utc: started,
+        machine: snapshot.finish(8),
+        layout: vec![
+            format!("clients and origin: threads of the bench process on CPU {}; proxy under test pinned to CPU {}", o.loadgen_cpu, o.target_cpu),
+            format!("bulk: one connection, a ClientHello naming bench.local then {} MiB client -> origin; time until the origin counted every byte", plan.bulk_bytes >> 20),
+            format!("connections: {} client threads, closed loop for {:?}: connect, ClientHello, origin answers 1 byte and closes", plan.conn_clients, plan.conn_duration),
+            "egressd: run --shards 1 --cpus <target>, TLS server with PASSTHROUGH, tls route by sniHosts, access log on (istio format, temp file); EGRESSD_SPLICE=0 for copy".into(),
+            "haproxy: nbthread 1, mode tcp, option splice-auto, inspect-delay 5s, accept on req.ssl_hello_type 1, use_backend on req.ssl_sni".into(),
+            "CPU: utime+stime of the proxy from /proc/PID/stat over the window (kernel ticks: coarse for short windows)".into(),
+        ],
+        medians: pr::medians(&all),
+        rounds: all,
+        skipped,
+        notes: vec!["The ClientHello is a minimal hand-built TLS 1.2 hello; no TLS handshake completes (the origin only counts bytes), so the numbers are the proxies' cost, not TLS's.".into()],
+    };
+    print!("{}", pr::markdown(&report));
+    if pr::is_clean(&report) {
+        let (json, md) = pr::write_files(&report, &o.out)?;
+        println!("{}\n{}", json.display(), md.display());
+    } else {
+        tracing::warn!(
+            "run not clean (a target skipped or errors counted): no result files written"
+        );
+    }
     Ok(())
 }

@@ -11,6 +11,7 @@ use glommio::net::{TcpListener, TcpStream};
 use crate::config::model::Protocol;
 use crate::obs::stats::{HttpConnManagerStats, ListenerDeny, ListenerStats};
 use crate::proxy::http1::conn::{serve, DownstreamInfo};
+use crate::proxy::tcp_conn::{self, L4Downstream};
 use crate::runtime::shard::Shard;
 
 /// What an accept loop needs to know about its listener.
@@ -94,6 +95,23 @@ pub(crate) async fn handle(shard: Rc<Shard>, stream: TcpStream, ctx: &ListenerCt
         return;
     };
     let _ = stream.set_nodelay(true);
+    if matches!(
+        ctx.protocol,
+        Protocol::Tls | Protocol::Https | Protocol::Tcp
+    ) {
+        // The SNI (peeked there once, when needed) selects the server: passthrough and TCP
+        // relay there, terminating servers go on to `proxy::terminate` from that one point.
+        let down = L4Downstream {
+            peer,
+            local,
+            gateway_port: ctx.gateway_port,
+            protocol: ctx.protocol,
+            stats: ctx.stats.clone(),
+            http_stats: ctx.http_stats.clone(),
+        };
+        // Boxed: its (TLS) state would otherwise size every HTTP connection's task too.
+        return Box::pin(tcp_conn::serve(shard, stream, down)).await;
+    }
     let info = DownstreamInfo {
         http_stats: ctx.http_stats.clone(),
         peer,

@@ -12,6 +12,7 @@ use std::time::SystemTime;
 
 use crate::config::model::AccessLogFormat;
 use crate::obs::access_log::{AccessRecord, ResponseFlags, PROTOCOL_NONE};
+use crate::obs::fast_fmt;
 pub use crate::obs::format_parser::FormatError;
 use crate::obs::format_parser::{self, Op, Piece, ReqHeader};
 
@@ -201,9 +202,18 @@ fn write_text(v: Val<'_>, out: &mut String) {
             out.push_str(s);
             Ok(())
         }
-        Val::Num(n) | Val::HeaderNum(n) => write!(out, "{n}"),
-        Val::Addr(a) => write!(out, "{a}"),
-        Val::Ip(a) => write!(out, "{}", a.ip()),
+        Val::Num(n) | Val::HeaderNum(n) => {
+            out.push_str(fast_fmt::decimal(n, 0).as_str());
+            Ok(())
+        }
+        Val::Addr(a) => {
+            out.push_str(fast_fmt::socket_addr(a).as_str());
+            Ok(())
+        }
+        Val::Ip(a) => {
+            out.push_str(fast_fmt::ip(a.ip()).as_str());
+            Ok(())
+        }
         Val::Time(t) => write_start_time(t, out),
         Val::Flags(f) => write!(out, "{f}"),
         Val::Null => {
@@ -252,17 +262,20 @@ fn write_json_str(s: &str, out: &mut String) {
 /// `2019-09-03T20:57:49.103Z`: UTC, millisecond precision, as Envoy's default START_TIME.
 fn write_start_time(t: SystemTime, out: &mut String) -> std::fmt::Result {
     let dt = time::OffsetDateTime::from(t);
-    write!(
-        out,
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        dt.year(),
-        u8::from(dt.month()),
-        dt.day(),
-        dt.hour(),
-        dt.minute(),
-        dt.second(),
-        dt.millisecond()
-    )
+    let parts = [
+        (dt.year().max(0) as u64, 4, '-'),
+        (u8::from(dt.month()).into(), 2, '-'),
+        (dt.day().into(), 2, 'T'),
+        (dt.hour().into(), 2, ':'),
+        (dt.minute().into(), 2, ':'),
+        (dt.second().into(), 2, '.'),
+        (dt.millisecond().into(), 3, 'Z'),
+    ];
+    for (value, width, sep) in parts {
+        out.push_str(fast_fmt::decimal(value, width).as_str());
+        out.push(sep);
+    }
+    Ok(())
 }
 
 /// Cuts `out` to at most `len` bytes without splitting a character (Envoy's `:N`).

@@ -21,6 +21,7 @@
 //! ```
 
 pub mod access_log;
+pub mod fast_fmt;
 pub mod format_parser;
 pub mod histogram;
 pub mod log_format;

@@ -1,5 +1,6 @@
 //! Data paths: what moves bytes between a downstream and an upstream once a route is
-//! chosen: HTTP/1.1 proxying (plain or behind terminated TLS) and the passthrough relay.
+//! chosen: HTTP/1.1 proxying (plain or behind terminated TLS), TLS termination, the
+//! passthrough relay and the TLS-passthrough/TCP connection handler that drives it.
 
 pub mod buf;
 pub mod deadline;
@@ -7,6 +8,9 @@ pub mod http1;
 pub mod passthrough;
 pub mod pipe_pool;
 mod relay_dir;
+pub mod tcp_conn;
+pub mod terminate;
+mod terminate_tcp;
 
 pub use passthrough::{relay, RelayEnd, RelayOptions, RelayOutcome, Side};
 pub use pipe_pool::{PipePool, PooledPipe};

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use regex::Regex;
 
 use super::host::HostPattern;
+use super::l4::L4Table;
 use super::table::*;
 use crate::config::model::{self, Config, Resolution, WeightedDestination};
 use crate::upstream::cluster::{cluster_name, Cluster, ClusterId, DnsTarget, Endpoint};
@@ -17,6 +18,9 @@ use crate::upstream::policy::{self, ClusterPolicy};
 
 /// What the control thread's DNS cache knows: the checked addresses of a name, if any.
 pub type DnsLookup<'a> = &'a dyn Fn(&str) -> Option<Vec<IpAddr>>;
+
+mod l4_bind;
+use l4_bind::bind_l4_routes;
 
 /// Compiles `config` into a snapshot numbered `generation`.
 pub fn compile(config: Arc<Config>, generation: u64, dns: DnsLookup<'_>) -> Snapshot {
@@ -69,6 +73,7 @@ fn listeners(config: &Config, clusters: &mut ClusterSet<'_>) -> Vec<ListenerSpec
                 protocol: server.port.protocol,
                 servers: Vec::new(),
                 http: HttpTable::default(),
+                l4: L4Table::default(),
             });
             let spec = ServerSpec {
                 gateway: gateway.meta.name.clone(),
@@ -80,6 +85,14 @@ fn listeners(config: &Config, clusters: &mut ClusterSet<'_>) -> Vec<ListenerSpec
                 tls_mode: server.tls.as_ref().map(|t| t.mode),
             };
             bind_http_routes(config, &spec, port, &mut listener.http, clusters);
+            bind_l4_routes(
+                config,
+                &spec,
+                server.port.protocol,
+                port,
+                &mut listener.l4,
+                clusters,
+            );
             listener.servers.push(spec);
         }
     }

@@ -3,4 +3,5 @@
 
 pub mod compile;
 pub mod host;
+pub mod l4;
 pub mod table;

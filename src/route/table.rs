@@ -9,6 +9,7 @@ use std::time::Duration;
 use regex::Regex;
 
 use super::host::HostPattern;
+use super::l4::L4Table;
 use crate::config::model::{Config, Protocol, RetryOn, ServerTlsMode};
 use crate::upstream::cluster::{Cluster, ClusterId};
 
@@ -48,6 +49,8 @@ pub struct ListenerSpec {
     /// The servers on this port, in file order.
     pub servers: Vec<ServerSpec>,
     pub http: HttpTable,
+    /// `tls` and `tcp` routes of the PASSTHROUGH and TCP servers on this port.
+    pub l4: L4Table,
 }
 
 #[derive(Debug)]

@@ -133,6 +133,7 @@ async fn run_shard(
         let current = shard.snapshot().generation;
         if current != generation {
             generation = current;
+            shard.reloads.publish(current);
             let result = reconcile(&shard, &mut bound, &applied);
             applied = shard.snapshot();
             if let Err((addr, e)) = result {

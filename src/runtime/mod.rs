@@ -7,6 +7,7 @@ pub mod dns_thread;
 pub mod executor;
 pub mod limits;
 pub mod notify;
+pub mod reload_signal;
 pub mod run;
 pub mod shard;
 pub mod snapshot;

@@ -89,6 +89,16 @@ pub fn run(args: RunArgs) -> u8 {
         }
     };
     register_writer_stats(&control, &writer);
+    // The admin server comes first, so `/ready` answers 503 while the shards start.
+    if let Some(addr) = snapshot.config.gateway.admin {
+        match crate::admin::server::spawn(addr, control.clone()) {
+            Ok(bound) => tracing::info!("admin listening bound={bound}"),
+            Err(e) => {
+                tracing::error!(%addr, error = %e, "cannot bind the admin server");
+                return EXIT_RUNTIME;
+            }
+        }
+    }
     let (tx, rx) = mpsc::channel();
     let mut handles = Vec::new();
     for ((id, cpu), sender) in cpus.iter().copied().enumerate().zip(senders) {
@@ -132,15 +142,6 @@ pub fn run(args: RunArgs) -> u8 {
             protocol_name(l.protocol),
             cpus.len()
         );
-    }
-    if let Some(addr) = snapshot.config.gateway.admin {
-        match crate::admin::server::spawn(addr, control.clone()) {
-            Ok(bound) => tracing::info!("admin listening bound={bound}"),
-            Err(e) => {
-                tracing::error!(%addr, error = %e, "cannot bind the admin server");
-                return stop(&control, handles, EXIT_RUNTIME);
-            }
-        }
     }
     if let Err(e) = super::dns_thread::spawn(control.clone()) {
         tracing::error!(error = %e, "cannot start the DNS thread");

@@ -1,6 +1,7 @@
 //! A shard's own state: its view of the routing snapshot, its upstream pool, its per-cluster
-//! load-balancing state and counters, its random source and its access-log queue. One per
-//! executor thread, shared by that thread's tasks through `Rc`; never crosses threads.
+//! load-balancing state and counters, its random source, its access-log queue and its pool
+//! of splice pipes. One per executor thread, shared by that thread's tasks through `Rc`;
+//! never crosses threads.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -10,14 +11,28 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::obs::access_log::AccessRecord;
+use crate::obs::fast_fmt;
 use crate::obs::log_writer::AccessLogSender;
 use crate::obs::shard_stats::{ShardStats, BLACKHOLE_CLUSTER};
 use crate::obs::stats::ClusterStats;
+use crate::proxy::pipe_pool::PipePool;
 use crate::route::table::Snapshot;
+use crate::runtime::reload_signal::ReloadSignal;
 use crate::runtime::snapshot::{SnapshotCell, SnapshotView};
 use crate::upstream::balancer::Balancer;
 use crate::upstream::cluster::Cluster;
 use crate::upstream::pool::Pool;
+
+/// Idle pipes a shard keeps between passthrough connections: two per connection, so a
+/// burst of 32 connections closing and reopening costs no pipe2/close.
+const IDLE_PIPES: usize = 64;
+
+/// `EGRESSD_SPLICE=0` makes passthrough relays copy through user space instead of
+/// splicing (for benchmarks comparing the two); anything else, or unset, splices. Read
+/// once per shard at start.
+pub fn splice_enabled() -> bool {
+    std::env::var_os("EGRESSD_SPLICE").is_none_or(|v| v != "0")
+}
 
 pub struct Shard {
     pub id: usize,
@@ -31,6 +46,12 @@ pub struct Shard {
     clusters: RefCell<HashMap<String, Rc<ClusterLocal>>>,
     pub stats: Rc<ShardStats>,
     log: Rc<AccessLogSender>,
+    /// Pipes for the passthrough relays of this shard's connections.
+    pub pipes: PipePool,
+    /// Whether passthrough relays splice (else they copy); see [`splice_enabled`].
+    pub splice: bool,
+    /// Wakes long-lived connections when a new snapshot generation arrives.
+    pub reloads: ReloadSignal,
 }
 
 impl Shard {
@@ -49,6 +70,9 @@ impl Shard {
             clusters: RefCell::new(HashMap::new()),
             stats: Rc::new(ShardStats::new()),
             log: Rc::new(log),
+            pipes: PipePool::new(IDLE_PIPES, None),
+            splice: splice_enabled(),
+            reloads: ReloadSignal::default(),
         }
     }
 
@@ -127,14 +151,18 @@ impl Shard {
         let lo = ((self.random() as u64) << 32) | self.random() as u64;
         let hi = (hi & 0xffff_ffff_ffff_0fff) | 0x4000;
         let lo = (lo & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
-        format!(
-            "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-            hi >> 32,
-            (hi >> 16) & 0xffff,
-            hi & 0xffff,
-            lo >> 48,
-            lo & 0xffff_ffff_ffff
-        )
+        let mut id = String::with_capacity(36);
+        for (value, digits) in [
+            (hi >> 32, 8),
+            ((hi >> 16) & 0xffff, 4),
+            (hi & 0xffff, 4),
+            (lo >> 48, 4),
+        ] {
+            id.push_str(fast_fmt::hex(value, digits).as_str());
+            id.push('-');
+        }
+        id.push_str(fast_fmt::hex(lo & 0xffff_ffff_ffff, 12).as_str());
+        id
     }
 
     /// The shard-local state of `cluster`, kept across reloads by cluster name.

@@ -1,5 +1,5 @@
 //! Per-shard pool of idle upstream HTTP/1.1 connections, keyed by what makes a connection
-//! reusable (the endpoint address; TLS origination will add SNI and client identity).
+//! reusable (the endpoint address; for TLS origination also the SNI and client identity).
 //! LIFO reuse keeps the warmest connections busy and lets the rest age out. A connection is
 //! probed before reuse, so one the upstream closed while idle is dropped, not used.
 //! Shard-local: `RefCell`, no locks, never crosses threads.
@@ -10,17 +10,16 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use glommio::net::TcpStream;
-
 use std::rc::Rc;
 
 use crate::obs::stats::ClusterStats;
 use crate::proxy::buf::ReadBuf;
 use crate::sys::liveness::idle_connection_usable;
+use crate::tls::stream::UpstreamStream;
 
 /// An upstream connection with its read buffer.
 pub struct UpstreamConn {
-    pub stream: TcpStream,
+    pub stream: UpstreamStream,
     pub buf: ReadBuf,
     pub peer: SocketAddr,
     pub local: Option<SocketAddr>,
@@ -39,6 +38,8 @@ impl Drop for UpstreamConn {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct PoolKey {
     pub addr: SocketAddr,
+    /// TLS origination: SNI and client identity (`tls::origination::Origination::tag`).
+    pub tls: Option<Rc<str>>,
 }
 
 struct Idle {

@@ -10,7 +10,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod istio;
 pub mod origin;
+pub mod tls;
+pub mod tls_origin;
 
 /// A port free on 127.0.0.1 right now (the OS picked it; the gateway binds it next).
 pub fn free_port() -> u16 {
@@ -29,6 +32,17 @@ pub fn bootstrap(
     log: &std::path::Path,
     extra: &str,
 ) -> String {
+    bootstrap_with_format(port_map, admin, log, "istio", extra)
+}
+
+/// `bootstrap` with the access log in `format` (istio, json or an Envoy format string).
+pub fn bootstrap_with_format(
+    port_map: &[(u16, u16)],
+    admin: u16,
+    log: &std::path::Path,
+    format: &str,
+    extra: &str,
+) -> String {
     let map: Vec<String> = port_map.iter().map(|(g, b)| format!("{g}: {b}")).collect();
     // `extra` may bring its own `limits`; a second key would be a duplicate.
     let limits = if extra.contains("  limits:") {
@@ -37,7 +51,7 @@ pub fn bootstrap(
         "  limits: {maxConnections: 1000}\n"
     };
     format!(
-        "apiVersion: egressd.io/v1alpha1\nkind: EgressGateway\nmetadata: {{name: egressd}}\nspec:\n  bindAddress: 127.0.0.1\n  portMap: {{{}}}\n  admin: 127.0.0.1:{admin}\n{limits}  accessLog: {{path: {}}}\n{extra}---\n",
+        "apiVersion: egressd.io/v1alpha1\nkind: EgressGateway\nmetadata: {{name: egressd}}\nspec:\n  bindAddress: 127.0.0.1\n  portMap: {{{}}}\n  admin: 127.0.0.1:{admin}\n{limits}  accessLog: {{path: {}, format: {format}}}\n{extra}---\n",
         map.join(", "),
         log.display()
     )
@@ -65,13 +79,45 @@ impl Gateway {
         resources: &str,
         args: &[&str],
     ) -> Gateway {
+        Self::launch(port_map, "istio", bootstrap_extra, resources, args)
+    }
+
+    /// `start` with the access log in `format`.
+    pub fn start_with_log_format(
+        port_map: &[(u16, u16)],
+        format: &str,
+        resources: &str,
+        args: &[&str],
+    ) -> Gateway {
+        Self::launch(port_map, format, "", resources, args)
+    }
+
+    /// `start_with` with the access log in `format`.
+    pub fn start_with_format(
+        port_map: &[(u16, u16)],
+        format: &str,
+        bootstrap_extra: &str,
+        resources: &str,
+        args: &[&str],
+    ) -> Gateway {
+        Self::launch(port_map, format, bootstrap_extra, resources, args)
+    }
+
+    fn launch(
+        port_map: &[(u16, u16)],
+        format: &str,
+        bootstrap_extra: &str,
+        resources: &str,
+        args: &[&str],
+    ) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let access_log = dir.path().join("access.log");
         let admin_port = free_port();
         let config = dir.path().join("egressd.yaml");
         std::fs::write(
             &config,
-            bootstrap(port_map, admin_port, &access_log, bootstrap_extra) + resources,
+            bootstrap_with_format(port_map, admin_port, &access_log, format, bootstrap_extra)
+                + resources,
         )
         .unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_egressd"))
@@ -102,7 +148,22 @@ impl Gateway {
             stderr,
         };
         gw.wait_for_log("admin listening", Duration::from_secs(20));
+        gw.wait_ready(Duration::from_secs(20));
         gw
+    }
+
+    /// Waits until `/ready` answers 200 (every shard listens).
+    pub fn wait_ready(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.admin_get("/ready").0 != 200 {
+            if Instant::now() > deadline {
+                panic!(
+                    "egressd never became ready; stderr:\n{}",
+                    self.stderr_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Waits until a stderr line contains `needle`; panics with the log on timeout or exit.

@@ -16,6 +16,7 @@ use super::log;
 use super::serialize;
 use crate::error::ProxyError;
 use crate::obs::access_log::AccessRecord;
+use crate::obs::fast_fmt;
 use crate::obs::stats::HttpConnManagerStats;
 use crate::proxy::buf::ReadBuf;
 use crate::proxy::deadline::within;
@@ -103,7 +104,9 @@ pub async fn serve<D: AsyncRead + AsyncWrite + Unpin>(
                     &head,
                     find_header(buf.data(), &head.headers, "user-agent"),
                 );
-                let (result, outcome) = route_and_forward(
+                // Boxed per request: the exchange's state (TLS origination included) is
+                // large and would otherwise stay allocated with every idle connection.
+                let (result, outcome) = Box::pin(route_and_forward(
                     &shard,
                     &info,
                     &mut down,
@@ -113,7 +116,7 @@ pub async fn serve<D: AsyncRead + AsyncWrite + Unpin>(
                     &mut req_wire,
                     &mut resp_wire,
                     &mut rec,
-                )
+                ))
                 .await;
                 // While draining, the answer to this request is the connection's last.
                 let close = outcome.close || head.close || shard.draining();
@@ -170,6 +173,11 @@ async fn route_and_forward<D: AsyncRead + AsyncWrite + Unpin>(
     let Some(host) = normalize_host(&head.authority) else {
         deny!(ProxyError::BadRequest("invalid host"))
     };
+    let listener = snapshot.listener(info.gateway_port);
+    let sni = info.sni.as_deref();
+    if !listener.is_none_or(|l| crate::tls::listener::host_allowed(&l.servers, sni, &host)) {
+        deny!(ProxyError::Misdirected)
+    }
     let raw = buf.data();
     let header = |name: &str| find_header(raw, &head.headers, name);
     let view = RequestView {
@@ -179,10 +187,7 @@ async fn route_and_forward<D: AsyncRead + AsyncWrite + Unpin>(
         method: &head.method,
         header: &header,
     };
-    let Some(route) = snapshot
-        .listener(info.gateway_port)
-        .and_then(|l| l.http.route(&view))
-    else {
+    let Some(route) = listener.and_then(|l| l.http.route(&view)) else {
         if head.method == "CONNECT" {
             tracing::info!(target = %head.authority, peer = %info.peer, "CONNECT refused: no route");
             outcome.close = true;
@@ -210,9 +215,11 @@ async fn route_and_forward<D: AsyncRead + AsyncWrite + Unpin>(
         return (result, outcome);
     }
     let state = shard.cluster_state(cluster);
+    // Envoy appends the client address to x-forwarded-for.
+    let peer = fast_fmt::ip(info.peer.ip());
     let forwarded_for = match &head.forwarded_for {
-        Some(xff) => format!("{xff},{}", info.peer.ip()),
-        None => info.peer.ip().to_string(),
+        Some(xff) => [xff.as_str(), ",", peer.as_str()].concat(),
+        None => peer.as_str().to_string(),
     };
     let request_id = head
         .request_id
@@ -289,6 +296,7 @@ fn local_body(e: &ProxyError) -> &'static str {
         ProxyError::HeaderTooLarge => "request header too large\n",
         ProxyError::BodyTooLarge => "request body too large\n",
         ProxyError::BadRequest(_) => "bad request\n",
+        ProxyError::Misdirected => "misdirected request\n",
         _ => "upstream error\n",
     }
 }

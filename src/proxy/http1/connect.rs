@@ -50,7 +50,8 @@ pub async fn tunnel<D: AsyncRead + AsyncWrite + Unpin>(
     if !state.may_connect(cluster, shard) {
         return Err(ProxyError::UpstreamOverflow);
     }
-    let mut up = match connect(addr, cluster.connect_timeout, state.stats.clone()).await {
+    // The client speaks its own protocol (TLS included) inside: never originate TLS here.
+    let mut up = match connect(addr, cluster.connect_timeout, state.stats.clone(), None).await {
         Ok(up) => up,
         Err(e) => {
             state.on_connect_fail(matches!(e, ProxyError::ConnectTimeout));

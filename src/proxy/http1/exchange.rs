@@ -17,6 +17,7 @@ use crate::proxy::buf::ReadBuf;
 use crate::proxy::deadline::within;
 use crate::route::table::HttpRoute;
 use crate::runtime::shard::{ClusterLocal, Shard};
+use crate::tls::origination::Origination;
 use crate::upstream::cluster::Cluster;
 use crate::upstream::connect::connect;
 use crate::upstream::pool::{PoolKey, UpstreamConn};
@@ -74,6 +75,12 @@ pub async fn forward<D: AsyncRead + AsyncWrite + Unpin>(
     let resendable = req.body_in_wire;
     let mut tries = 0u32;
     let mut _in_flight = None; // LEAST_REQUEST load of the endpoint tried last
+    let tls =
+        crate::tls::origination::for_cluster(cluster, || shard.snapshot().config.gateway.clone())
+            .map_err(|e| {
+            ProxyError::ConnectFailed(std::io::Error::other(format!("TLS config: {e}")))
+        })?;
+    let tls_tag = tls.as_ref().map(|o| o.tag.clone());
     let (mut up, resp, head_len, body_sent) = loop {
         let may_retry =
             |cause: RetryOn| tries < route.retry.attempts && route.retry.retries_on(cause);
@@ -82,10 +89,14 @@ pub async fn forward<D: AsyncRead + AsyncWrite + Unpin>(
             .ok_or(ProxyError::NoHealthyUpstream)?;
         outcome.upstream_host = Some(addr);
         _in_flight = Some(state.request_started(addr));
-        let (mut up, reused) = match shard.pool.take(&PoolKey { addr }) {
+        let key = PoolKey {
+            addr,
+            tls: tls_tag.clone(),
+        };
+        let (mut up, reused) = match shard.pool.take(&key) {
             Some(conn) => (conn, true),
             None if !state.may_connect(cluster, shard) => return Err(ProxyError::UpstreamOverflow),
-            None => match connect_within(addr, cluster.connect_timeout, deadline, state).await {
+            None => match connect_within(addr, cluster, deadline, state, tls.as_deref()).await {
                 Ok(conn) => (conn, false),
                 Err(e) => {
                     state.on_connect_fail(matches!(e, ProxyError::ConnectTimeout));
@@ -219,9 +230,11 @@ pub async fn forward<D: AsyncRead + AsyncWrite + Unpin>(
             let under_cap = cluster.max_requests_per_connection == 0
                 || up.requests < cluster.max_requests_per_connection;
             if upstream_reusable && under_cap && up.buf.is_empty() {
-                shard
-                    .pool
-                    .put(PoolKey { addr: up.peer }, up, cluster.idle_timeout);
+                let key = PoolKey {
+                    addr: up.peer,
+                    tls: tls_tag,
+                };
+                shard.pool.put(key, up, cluster.idle_timeout);
             }
         }
         Some(Err(BodyError::Write(_))) => (outcome.close, outcome.flag) = (true, Some("DC")),
@@ -256,12 +269,14 @@ fn wire_head_len(wire: &[u8]) -> usize {
 
 async fn connect_within(
     addr: SocketAddr,
-    timeout: Duration,
+    cluster: &Cluster,
     deadline: Option<Instant>,
     state: &ClusterLocal,
+    tls: Option<&Origination>,
 ) -> Result<UpstreamConn, ProxyError> {
     let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-    within(left, connect(addr, timeout, state.stats.clone()))
+    let timeout = cluster.connect_timeout;
+    within(left, connect(addr, timeout, state.stats.clone(), tls))
         .await
         .unwrap_or(Err(ProxyError::UpstreamTimeout))
 }
@@ -297,7 +312,10 @@ async fn read_response_head(
     timeout: Option<Duration>,
 ) -> Result<Answer, ProxyError> {
     let deadline = timeout.map(|t| Instant::now() + t);
-    let mut head = ResponseHead::default();
+    let mut head = ResponseHead {
+        headers: Vec::with_capacity(16),
+        ..Default::default()
+    };
     loop {
         if let Some(len) = parse_response(up.buf.data(), head_request, &mut head)? {
             match head.status {

@@ -3,6 +3,7 @@
 //! allocation); `forward.rs` re-serialises them from there. The gateway decides framing;
 //! httparse only tokenises.
 
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use super::strict;
@@ -95,9 +96,10 @@ pub fn parse_request(
     max_headers: usize,
     head: &mut RequestHead,
 ) -> Result<Option<usize>, ProxyError> {
-    let mut storage = [httparse::EMPTY_HEADER; 256];
-    let mut req = httparse::Request::new(&mut storage[..max_headers.clamp(1, 256)]);
-    let len = match req.parse(buf) {
+    // Uninitialised slots: initialising 256 headers (8 KiB) per request showed in callgrind.
+    let mut storage = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; 256];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, &mut storage[..max_headers.clamp(1, 256)]) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err(ProxyError::HeaderTooLarge),
@@ -203,7 +205,9 @@ pub fn parse_response(
     head_request: bool,
     head: &mut ResponseHead,
 ) -> Result<Option<usize>, ProxyError> {
-    let mut storage = [httparse::EMPTY_HEADER; 256];
+    // Envoy's upstream limit is 100 headers too (httparse has no uninitialised variant for
+    // responses, so the array is kept no larger than that).
+    let mut storage = [httparse::EMPTY_HEADER; 100];
     let mut resp = httparse::Response::new(&mut storage);
     let len = match resp.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,

@@ -4,6 +4,8 @@
 
 use std::io::Write;
 
+use crate::obs::fast_fmt;
+
 use super::head::{is_hop_by_hop, Framing, HeaderSpan, RequestHead, ResponseHead};
 
 /// Header names listed in a `Connection` header are hop-by-hop too (RFC 9110 §7.6.1).
@@ -16,8 +18,16 @@ fn named_in_connection(raw: &[u8], headers: &[HeaderSpan], name: &[u8]) -> bool 
     })
 }
 
-fn skip(raw: &[u8], headers: &[HeaderSpan], name: &[u8]) -> bool {
-    is_hop_by_hop(name) || named_in_connection(raw, headers, name)
+/// Whether a header is dropped on the way through. `listed` says whether the head has a
+/// `Connection` header at all, so the common head pays no quadratic scan.
+fn skip(raw: &[u8], headers: &[HeaderSpan], name: &[u8], listed: bool) -> bool {
+    is_hop_by_hop(name) || (listed && named_in_connection(raw, headers, name))
+}
+
+fn has_connection_header(raw: &[u8], headers: &[HeaderSpan]) -> bool {
+    headers
+        .iter()
+        .any(|(n, _)| raw[n.clone()].eq_ignore_ascii_case(b"connection"))
 }
 
 /// The request head sent upstream. `raw` is the buffer `head` was parsed from.
@@ -34,9 +44,10 @@ pub fn request_head(
     out.extend_from_slice(head.path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let mut has_host = false;
+    let listed = has_connection_header(raw, &head.headers);
     for (n, v) in &head.headers {
         let name = &raw[n.clone()];
-        if skip(raw, &head.headers, name)
+        if skip(raw, &head.headers, name, listed)
             || name.eq_ignore_ascii_case(b"x-forwarded-for")
             || name.eq_ignore_ascii_case(b"x-request-id")
         {
@@ -52,10 +63,11 @@ pub fn request_head(
         // Absolute-form without a Host header: HTTP/1.1 upstreams require one.
         let _ = write!(out, "host: {}\r\n", head.authority);
     }
-    let _ = write!(
-        out,
-        "x-forwarded-for: {forwarded_for}\r\nx-request-id: {request_id}\r\n"
-    );
+    out.extend_from_slice(b"x-forwarded-for: ");
+    out.extend_from_slice(forwarded_for.as_bytes());
+    out.extend_from_slice(b"\r\nx-request-id: ");
+    out.extend_from_slice(request_id.as_bytes());
+    out.extend_from_slice(b"\r\n");
     if head.framing == Framing::Chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
@@ -71,12 +83,15 @@ pub fn response_head(
     close: bool,
 ) {
     out.clear();
-    let _ = write!(out, "HTTP/1.1 {} ", head.status);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(fast_fmt::decimal(head.status.into(), 3).as_bytes());
+    out.push(b' ');
     out.extend_from_slice(&raw[head.reason.clone()]);
     out.extend_from_slice(b"\r\n");
+    let listed = has_connection_header(raw, &head.headers);
     for (n, v) in &head.headers {
         let name = &raw[n.clone()];
-        if skip(raw, &head.headers, name) {
+        if skip(raw, &head.headers, name, listed) {
             continue;
         }
         out.extend_from_slice(name);
@@ -85,7 +100,9 @@ pub fn response_head(
         out.extend_from_slice(b"\r\n");
     }
     if let Some(ms) = service_time_ms {
-        let _ = write!(out, "x-envoy-upstream-service-time: {ms}\r\n");
+        out.extend_from_slice(b"x-envoy-upstream-service-time: ");
+        out.extend_from_slice(fast_fmt::decimal(ms, 0).as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
     if head.framing == Framing::Chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");

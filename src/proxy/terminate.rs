@@ -1,0 +1,142 @@
+//! Terminating TLS on a Gateway server (SIMPLE, MUTUAL, ISTIO_MUTUAL): read the ClientHello
+//! (after replaying whatever the SNI peek already took off the socket), choose the server by
+//! SNI, handshake under `timeouts.tlsHandshake` with that server's current rustls config,
+//! take the peer's identity from its certificate, then hand the decrypted stream to the
+//! HTTP/1.1 proxy (HTTPS servers) or forward it by the listener's tcp route (TLS servers).
+//!
+//! Owns: the handshake, its counters (`listener.<addr>.ssl.*`, `no_filter_chain_match`)
+//! and its failure logs.
+//! Must not: build TLS configs (`tls::listener` hands out the shared, reloading ones) or
+//! route HTTP itself (`http1::conn` does, with the domain-fronting check).
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_lite::AsyncWriteExt;
+use futures_rustls::server::TlsStream;
+use futures_rustls::LazyConfigAcceptor;
+use glommio::net::TcpStream;
+use rustls::server::Acceptor;
+
+use super::deadline::within;
+use super::http1::conn::{self, DownstreamInfo};
+use super::terminate_tcp;
+use crate::config::model::Protocol;
+use crate::obs::stats::{ListenerDeny, ListenerStats};
+use crate::obs::stats_tls::HandshakeFailure;
+use crate::route::table::ListenerSpec;
+use crate::runtime::shard::Shard;
+use crate::tls::identity::PeerIdentity;
+use crate::tls::listener::{ListenerTls, TermServer};
+use crate::tls::rewind::Rewind;
+use crate::tls::stream::classify;
+
+/// The decrypted downstream stream.
+pub type TerminatedStream = TlsStream<Rewind<TcpStream>>;
+
+/// Serves one connection on a terminating listener. `replay` = bytes the caller already
+/// read from `stream` (the peeked ClientHello), empty when it read none.
+pub async fn serve(
+    shard: Rc<Shard>,
+    stream: TcpStream,
+    mut info: DownstreamInfo,
+    listener: &ListenerSpec,
+    replay: Vec<u8>,
+) {
+    let stats = shard.stats.listener(listener.bind);
+    let snapshot = shard.snapshot_for_port(listener.gateway_port);
+    let limit = snapshot.config.gateway.timeouts.tls_handshake;
+    let servers = ListenerTls::get(&snapshot, listener);
+    let io = Rewind::new(replay, stream);
+    let Some((tls, server_index, sni)) =
+        handshake(io, &servers, &stats, limit, &info, listener.gateway_port).await
+    else {
+        return;
+    };
+    stats.ssl.handshake.inc();
+    let (_, conn_state) = tls.get_ref();
+    if let Some(leaf) = conn_state.peer_certificates().and_then(|c| c.first()) {
+        let id = PeerIdentity::from_cert(leaf);
+        info.peer_uri_san = id.uri_san;
+        info.peer_subject = id.subject;
+    }
+    info.sni = sni;
+    tracing::debug!(peer = %info.peer, sni = ?info.sni, peer_uri_san = ?info.peer_uri_san, "tls terminated");
+    match listener.protocol {
+        Protocol::Tls => {
+            let Some(server) = servers.servers.iter().find(|s| s.index == server_index) else {
+                return;
+            };
+            terminate_tcp::forward(&shard, tls, &info, &snapshot, listener, server).await
+        }
+        _ => {
+            let mut tls = tls;
+            conn::serve(shard, &mut tls, info).await;
+            // close_notify: lets the client tell a complete response from a truncated one.
+            let _ = within(Some(Duration::from_secs(1)), tls.close()).await;
+        }
+    }
+}
+
+/// Runs the handshake; None when it failed (already counted and logged).
+async fn handshake(
+    io: Rewind<TcpStream>,
+    servers: &ListenerTls,
+    stats: &ListenerStats,
+    limit: Duration,
+    info: &DownstreamInfo,
+    port: u16,
+) -> Option<(TerminatedStream, usize, Option<String>)> {
+    let attempt = async {
+        let start = LazyConfigAcceptor::new(Acceptor::default(), io)
+            .await
+            .map_err(Refused::Tls)?;
+        let sni = start
+            .client_hello()
+            .server_name()
+            .map(|s| s.trim_end_matches('.').to_ascii_lowercase());
+        let server: &TermServer = servers
+            .select(sni.as_deref())
+            .ok_or_else(|| Refused::NoServer(sni.clone()))?;
+        let config = server
+            .server_config()
+            .map_err(|e| Refused::Config(e.to_string()))?;
+        let tls = start.into_stream(config).await.map_err(Refused::Tls)?;
+        Ok::<_, Refused>((tls, server.index, sni))
+    };
+    let outcome = within(Some(limit), attempt).await;
+    let refused = match outcome {
+        Some(Ok(done)) => return Some(done),
+        Some(Err(r)) => r,
+        None => Refused::Timeout,
+    };
+    match &refused {
+        Refused::NoServer(sni) => {
+            stats.deny(ListenerDeny::NoFilterChainMatch);
+            tracing::info!(peer = %info.peer, port, sni = ?sni, "tls handshake refused: the SNI matches no server on this port");
+        }
+        Refused::Config(e) => {
+            stats
+                .ssl
+                .handshake_failed(HandshakeFailure::ConnectionError);
+            tracing::warn!(peer = %info.peer, port, error = %e, "tls handshake refused: the server's certificates do not load");
+        }
+        Refused::Timeout => {
+            stats.ssl.handshake_failed(HandshakeFailure::Timeout);
+            tracing::info!(peer = %info.peer, port, limit = ?limit, "tls handshake refused: timed out");
+        }
+        Refused::Tls(e) => {
+            let why = classify(e);
+            stats.ssl.handshake_failed(why);
+            tracing::info!(peer = %info.peer, port, reason = why.stat_name(), error = %e, "tls handshake refused");
+        }
+    }
+    None
+}
+
+enum Refused {
+    NoServer(Option<String>),
+    Config(String),
+    Timeout,
+    Tls(std::io::Error),
+}

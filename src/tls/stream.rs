@@ -1,0 +1,103 @@
+//! The upstream side of an HTTP exchange is plain TCP or TLS (origination); this enum lets
+//! the pool and the exchange treat both alike. Also: naming why a handshake failed, for
+//! the `ssl.*` counters and the logs.
+//!
+//! Owns: `UpstreamStream` (I/O delegation, the raw fd for the pool's liveness probe) and
+//! `classify`.
+//! Must not: perform handshakes (`origination` and `proxy::terminate` do).
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures_lite::{AsyncRead, AsyncWrite};
+use futures_rustls::client::TlsStream;
+use glommio::net::TcpStream;
+
+use crate::obs::stats_tls::HandshakeFailure;
+
+pub enum UpstreamStream {
+    Plain(TcpStream),
+    /// Boxed: the rustls connection state is large and most pools hold plain streams.
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsRawFd for UpstreamStream {
+    /// The socket's fd: the pool probes it with MSG_PEEK. For TLS, a record waiting there
+    /// (close_notify, an alert) is correctly seen as "do not reuse".
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            UpstreamStream::Plain(s) => s.as_raw_fd(),
+            UpstreamStream::Tls(s) => s.get_ref().0.as_raw_fd(),
+        }
+    }
+}
+
+impl AsyncRead for UpstreamStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for UpstreamStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_close(cx),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
+        }
+    }
+}
+
+/// The rustls error inside an I/O error from a handshake, if there is one.
+pub fn rustls_error(e: &io::Error) -> Option<&rustls::Error> {
+    e.get_ref()?.downcast_ref::<rustls::Error>()
+}
+
+/// Which `ssl.*` counter a failed handshake feeds.
+pub fn classify(e: &io::Error) -> HandshakeFailure {
+    use rustls::{CertificateError as C, Error as E};
+    match rustls_error(e) {
+        Some(E::NoCertificatesPresented) => HandshakeFailure::NoPeerCertificate,
+        Some(E::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. })) => {
+            HandshakeFailure::SanMismatch
+        }
+        Some(E::InvalidCertificate(_)) => HandshakeFailure::VerifyError,
+        // The peer refused *our* certificate: its alert arrives as AlertReceived.
+        Some(E::AlertReceived(
+            rustls::AlertDescription::BadCertificate
+            | rustls::AlertDescription::UnknownCA
+            | rustls::AlertDescription::CertificateExpired
+            | rustls::AlertDescription::CertificateUnknown,
+        )) => HandshakeFailure::VerifyError,
+        Some(E::AlertReceived(rustls::AlertDescription::CertificateRequired)) => {
+            HandshakeFailure::NoPeerCertificate
+        }
+        _ => HandshakeFailure::ConnectionError,
+    }
+}
