@@ -166,7 +166,7 @@ impl Drop for Origin {
 
 fn egressd_config(port: u16, origin: SocketAddr, log: &Path) -> String {
     format!(
-        "apiVersion: egressd.io/v1alpha1\nkind: EgressGateway\nmetadata: {{name: egressd}}\nspec:\n  bindAddress: 127.0.0.1\n  portMap: {{443: {port}}}\n  admin: \"\"\n  accessLog: {{path: \"{log}\", format: istio}}\n  logLevel: info\n\
+        "apiVersion: egressd.io/v1alpha1\nkind: EgressGateway\nmetadata: {{name: egressd}}\nspec:\n  bindAddress: 127.0.0.1\n  portMap: {{443: {port}}}\n  admin: \"\"\n  limits: {{maxConnections: 2000}}\n  accessLog: {{path: \"{log}\", format: istio}}\n  logLevel: info\n\
          ---\napiVersion: networking.istio.io/v1beta1\nkind: ServiceEntry\nmetadata: {{name: bench}}\nspec:\n  hosts: [{SNI}]\n  ports:\n  - {{number: 443, name: tls, protocol: TLS}}\n  resolution: STATIC\n  endpoints:\n  - address: {ip}\n    ports: {{tls: {oport}}}\n\
          ---\napiVersion: networking.istio.io/v1beta1\nkind: Gateway\nmetadata: {{name: gw}}\nspec:\n  selector: {{istio: egressgateway}}\n  servers:\n  - port: {{number: 443, name: tls, protocol: TLS}}\n    hosts: [{SNI}]\n    tls: {{mode: PASSTHROUGH}}\n\
          ---\napiVersion: networking.istio.io/v1beta1\nkind: VirtualService\nmetadata: {{name: bench}}\nspec:\n  hosts: [{SNI}]\n  gateways: [gw]\n  tls:\n  - match:\n    - {{port: 443, sniHosts: [{SNI}]}}\n    route:\n    - destination: {{host: {SNI}, port: {{number: 443}}}}\n",
