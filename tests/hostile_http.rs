@@ -15,37 +15,7 @@ const HOST: &str = "a.example.com";
 
 /// A ServiceEntry, a Gateway on port 80 and a VirtualService routing `host` to the origin.
 fn route(host: &str, origin_port: u16, route_extra: &str) -> String {
-    format!(
-        r#"apiVersion: networking.istio.io/v1beta1
-kind: ServiceEntry
-metadata: {{name: se}}
-spec:
-  hosts: ["{host}"]
-  ports: [{{number: 80, name: http, protocol: HTTP}}]
-  resolution: STATIC
-  endpoints: [{{address: 127.0.0.1, ports: {{http: {origin_port}}}}}]
----
-apiVersion: networking.istio.io/v1beta1
-kind: Gateway
-metadata: {{name: egress}}
-spec:
-  selector: {{istio: egressgateway}}
-  servers:
-  - port: {{number: 80, name: http, protocol: HTTP}}
-    hosts: ["*"]
----
-apiVersion: networking.istio.io/v1beta1
-kind: VirtualService
-metadata: {{name: vs}}
-spec:
-  hosts: ["{host}"]
-  gateways: [egress]
-  http:
-  - name: main
-{route_extra}    route:
-    - destination: {{host: "{host}", port: {{number: 80}}}}
-"#
-    )
+    common::istio::route_with(host, origin_port, route_extra)
 }
 
 fn start(bootstrap: &str, resources: &str) -> (Gateway, u16) {

@@ -13,36 +13,7 @@ use common::origin::Origin;
 use common::{exchange, free_port, Gateway};
 
 fn resources(origin_port: u16) -> String {
-    format!(
-        r#"apiVersion: networking.istio.io/v1beta1
-kind: ServiceEntry
-metadata: {{name: se}}
-spec:
-  hosts: ["a.example.com"]
-  ports: [{{number: 80, name: http, protocol: HTTP}}]
-  resolution: STATIC
-  endpoints: [{{address: 127.0.0.1, ports: {{http: {origin_port}}}}}]
----
-apiVersion: networking.istio.io/v1beta1
-kind: Gateway
-metadata: {{name: egress}}
-spec:
-  selector: {{istio: egressgateway}}
-  servers:
-  - port: {{number: 80, name: http, protocol: HTTP}}
-    hosts: ["*"]
----
-apiVersion: networking.istio.io/v1beta1
-kind: VirtualService
-metadata: {{name: vs}}
-spec:
-  hosts: ["a.example.com"]
-  gateways: [egress]
-  http:
-  - route:
-    - destination: {{host: a.example.com, port: {{number: 80}}}}
-"#
-    )
+    common::istio::one_route("a.example.com", origin_port)
 }
 
 fn start(limits: &str, origin_port: u16) -> (Gateway, u16) {

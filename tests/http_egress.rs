@@ -11,9 +11,7 @@ use common::origin::Origin;
 use common::{exchange, free_port, get, istio, read_response, Gateway};
 
 fn one_route(host: &str, origin_port: u16, route_extra: &str) -> String {
-    istio::static_service("se", host, &[origin_port])
-        + &istio::http_gateway()
-        + &istio::virtual_service(host, host, route_extra)
+    istio::route_with(host, origin_port, route_extra)
 }
 
 fn start(resources: &str) -> (Gateway, u16) {

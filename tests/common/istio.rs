@@ -29,5 +29,12 @@ pub fn virtual_service(host: &str, destination: &str, route_extra: &str) -> Stri
 
 /// The common case: `host` routed through the gateway to one loopback origin.
 pub fn one_route(host: &str, origin: u16) -> String {
-    static_service("se", host, &[origin]) + &http_gateway() + &virtual_service(host, host, "")
+    route_with(host, origin, "")
+}
+
+/// `one_route` with `route_extra` lines in the http route (see `virtual_service`).
+pub fn route_with(host: &str, origin: u16, route_extra: &str) -> String {
+    static_service("se", host, &[origin])
+        + &http_gateway()
+        + &virtual_service(host, host, route_extra)
 }
