@@ -107,3 +107,88 @@ fn a_relayed_connection_survives_reloads_that_keep_its_route_and_closes_after_dr
         "{lines:?}"
     );
 }
+
+/// HTTP on port 80 (a.test, plus b.test in odd versions) and a TCP route on port 9000, on
+/// one Gateway; `broken` writes a file with a typo that the reload must reject.
+fn mixed(version: usize, http_origin: u16, echo: u16, broken: bool) -> String {
+    let extra = if version % 2 == 1 {
+        common::istio::static_service("b", "b.test", &[http_origin])
+            + "apiVersion: networking.istio.io/v1beta1\nkind: VirtualService\nmetadata: {name: vs-b}\nspec:\n  hosts: [b.test]\n  gateways: [egress]\n  http:\n  - route:\n    - destination: {host: b.test, port: {number: 80}}\n---\n"
+    } else {
+        String::new()
+    };
+    let typo = if broken { "  hsots: [oops]\n" } else { "" };
+    format!(
+        "{}{}apiVersion: networking.istio.io/v1beta1\nkind: ServiceEntry\nmetadata: {{name: db}}\nspec:\n  hosts: [db.internal]\n  ports: [{{number: 9000, name: tcp, protocol: TCP}}]\n  resolution: STATIC\n  endpoints: [{{address: 127.0.0.1, ports: {{tcp: {echo}}}}}]\n---\napiVersion: networking.istio.io/v1beta1\nkind: Gateway\nmetadata: {{name: egress}}\nspec:\n{typo}  servers:\n  - port: {{number: 80, name: http, protocol: HTTP}}\n    hosts: [\"*\"]\n  - port: {{number: 9000, name: tcp, protocol: TCP}}\n    hosts: [\"*\"]\n---\napiVersion: networking.istio.io/v1beta1\nkind: VirtualService\nmetadata: {{name: db}}\nspec:\n  hosts: [db.internal]\n  gateways: [egress]\n  tcp:\n  - match: [{{port: 9000}}]\n    route:\n    - destination: {{host: db.internal, port: {{number: 9000}}}}\n---\n{extra}",
+        common::istio::static_service("a", "a.test", &[http_origin]),
+        common::istio::virtual_service("a.test", "a.test", ""),
+    )
+}
+
+#[test]
+fn http_and_a_long_relay_lose_nothing_across_twenty_reloads_with_one_invalid_file() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    let origin = common::origin::Origin::fixed("a", "ok");
+    let echo = echo_upstream();
+    let (http_port, tcp_port) = (free_port(), free_port());
+    let gw = Gateway::start(
+        &[(80, http_port), (9000, tcp_port)],
+        &mixed(0, origin.port(), echo, false),
+        &["--shards", "2"],
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let http_client = {
+        let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut conn = TcpStream::connect(("127.0.0.1", http_port)).unwrap();
+            while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+                let resp = common::exchange(&mut conn, b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n");
+                if resp.status == 200 {
+                    ok.fetch_add(1, Ordering::SeqCst)
+                } else {
+                    failed.fetch_add(1, Ordering::SeqCst)
+                };
+            }
+        })
+    };
+    let mut relay = TcpStream::connect(("127.0.0.1", tcp_port)).unwrap();
+    relay
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    for version in 1..=20 {
+        let broken = version == 10;
+        let text = std::fs::read_to_string(&gw.config).unwrap();
+        let bootstrap = &text[..text.find("---\n").unwrap() + 4];
+        std::fs::write(
+            &gw.config,
+            format!("{bootstrap}{}", mixed(version, origin.port(), echo, broken)),
+        )
+        .unwrap();
+        let (status, body) = common::admin_request(gw.admin, "POST", "/reload");
+        assert_eq!(
+            status,
+            if broken { 400 } else { 200 },
+            "version {version}: {body}"
+        );
+        let msg = format!("v{version}");
+        assert_eq!(
+            ping(&mut relay, msg.as_bytes()).unwrap(),
+            msg.as_bytes(),
+            "the relay survives reload {version}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, Ordering::SeqCst);
+    http_client.join().unwrap();
+    assert_eq!(failed.load(Ordering::SeqCst), 0);
+    assert!(
+        ok.load(Ordering::SeqCst) > 20,
+        "requests flowed during the reloads"
+    );
+    assert_eq!(gw.stat("server.config_reload.update_rejected"), Some(1));
+    assert_eq!(ping(&mut relay, b"after").unwrap(), b"after");
+}
