@@ -164,12 +164,7 @@ fn tcp_target(
         }
         vs.tcp.iter().find(|r| {
             let applies = |gateways: &[String]| {
-                let effective = if gateways.is_empty() {
-                    &vs.gateways[..]
-                } else {
-                    gateways
-                };
-                effective.contains(&server.gateway)
+                crate::route::compile::applies_to_gateway(vs, gateways, &server.gateway)
             };
             if r.matches.is_empty() {
                 return applies(&[]);

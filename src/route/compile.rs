@@ -60,6 +60,21 @@ pub fn selected_gateways(config: &Config) -> impl Iterator<Item = &model::Gatewa
         .filter(move |g| g.selector.iter().all(|(k, v)| labels.get(k) == Some(v)))
 }
 
+/// Istio's binding rule: a match's `gateways` override the VirtualService's; the route
+/// applies to `gateway` when the effective list names it.
+pub fn applies_to_gateway(
+    vs: &model::VirtualService,
+    match_gateways: &[String],
+    gateway: &str,
+) -> bool {
+    let effective = if match_gateways.is_empty() {
+        &vs.gateways[..]
+    } else {
+        match_gateways
+    };
+    effective.iter().any(|g| g == gateway)
+}
+
 fn listeners(config: &Config, clusters: &mut ClusterSet<'_>) -> Vec<ListenerSpec> {
     let mut by_port: BTreeMap<u16, ListenerSpec> = BTreeMap::new();
     for gateway in selected_gateways(config) {
@@ -118,14 +133,7 @@ fn bind_http_routes(
     for vs in &config.virtual_services {
         let mut routes = Vec::new();
         for route in &vs.http {
-            let applies = |gateways: &[String]| {
-                let effective = if gateways.is_empty() {
-                    &vs.gateways[..]
-                } else {
-                    gateways
-                };
-                effective.contains(&server.gateway)
-            };
+            let applies = |gateways: &[String]| applies_to_gateway(vs, gateways, &server.gateway);
             let matches: Vec<&model::HttpMatch> = route
                 .matches
                 .iter()

@@ -34,12 +34,8 @@ pub(super) fn bind_l4_routes(
             continue;
         }
         let applies = |gateways: &[String], match_port: Option<u16>| {
-            let effective = if gateways.is_empty() {
-                &vs.gateways[..]
-            } else {
-                gateways
-            };
-            effective.contains(&server.gateway) && match_port.is_none_or(|p| p == port)
+            super::applies_to_gateway(vs, gateways, &server.gateway)
+                && match_port.is_none_or(|p| p == port)
         };
         if passthrough {
             for route in &vs.tls {
