@@ -5,9 +5,9 @@
 use serde_json::{json, Value};
 
 use super::server::Response;
+use crate::config::protocol_name;
 use crate::route::table::{HttpRoute, ListenerSpec, Snapshot, StrMatch};
 use crate::runtime::control::Control;
-use crate::runtime::run::protocol_name;
 
 pub fn config_dump(control: &Control) -> Response {
     let snapshot = control.snapshot();

@@ -27,6 +27,7 @@ mod virtual_service;
 mod yaml;
 
 pub use diag::{Diagnostic, Severity};
+pub use service_entry::protocol_name;
 
 /// What the file is loaded for. Referenced files (certificates, keys) that do not exist are
 /// warnings in `Validate` (the guide's `/etc/certs` paths must validate anywhere) and errors

@@ -31,7 +31,7 @@ pub(crate) const UNSUPPORTED_PROTOCOLS: &[&str] =
     &["GRPC-Web", "MYSQL", "REDIS", "UDP", "HTTP_PROXY"];
 
 /// The protocol as Istio writes it, for messages.
-pub(crate) fn protocol_name(p: Protocol) -> &'static str {
+pub fn protocol_name(p: Protocol) -> &'static str {
     PROTOCOLS
         .iter()
         .find(|(_, q)| *q == p)

@@ -17,7 +17,7 @@ use super::limits::{self, Demand, Needs, SOCKETS_PER_CONNECTION};
 use super::notify;
 use super::watchdog::{arm_from_env, Heartbeat};
 use crate::config::model::{Config, Protocol};
-use crate::config::{load, LoadMode};
+use crate::config::{load, protocol_name, LoadMode};
 use crate::listener::bind::InstanceLock;
 use crate::obs::log_format::LogFormat;
 use crate::obs::log_writer::{
@@ -296,16 +296,4 @@ pub fn needs(config: &Config, cpus: &[usize]) -> Needs {
             SOCKETS_PER_CONNECTION
         },
     })
-}
-
-pub fn protocol_name(p: Protocol) -> &'static str {
-    match p {
-        Protocol::Http => "HTTP",
-        Protocol::Https => "HTTPS",
-        Protocol::Http2 => "HTTP2",
-        Protocol::Grpc => "GRPC",
-        Protocol::Tls => "TLS",
-        Protocol::Tcp => "TCP",
-        Protocol::Mongo => "MONGO",
-    }
 }
