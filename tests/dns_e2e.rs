@@ -54,25 +54,9 @@ spec:
   ports: [{{number: 80, name: http, protocol: HTTP, targetPort: {upstream_port}}}]
   resolution: DNS
 ---
-apiVersion: networking.istio.io/v1beta1
-kind: Gateway
-metadata: {{name: egress}}
-spec:
-  servers:
-  - port: {{number: 80, name: http, protocol: HTTP}}
-    hosts: ["*"]
----
-apiVersion: networking.istio.io/v1beta1
-kind: VirtualService
-metadata: {{name: vs}}
-spec:
-  hosts: ["{NAME}"]
-  gateways: [egress]
-  http:
-  - route:
-    - destination: {{host: "{NAME}", port: {{number: 80}}}}
 "#
-    )
+    ) + &common::istio::http_gateway()
+        + &common::istio::virtual_service(NAME, NAME, "")
 }
 
 fn start(dns: &DnsServer, deny_private: bool, upstream_port: u16) -> (Gateway, u16) {

@@ -66,26 +66,10 @@ spec:
   trafficPolicy:
 {traffic_policy}
 ---
-apiVersion: networking.istio.io/v1beta1
-kind: Gateway
-metadata: {{name: egress}}
-spec:
-  servers:
-  - port: {{number: 80, name: http, protocol: HTTP}}
-    hosts: ["*"]
----
-apiVersion: networking.istio.io/v1beta1
-kind: VirtualService
-metadata: {{name: vs}}
-spec:
-  hosts: ["{HOST}"]
-  gateways: [egress]
-  http:
-  - route:
-    - destination: {{host: "{HOST}", port: {{number: 80}}}}
 "#,
         endpoints.join(", ")
-    )
+    ) + &common::istio::http_gateway()
+        + &common::istio::virtual_service(HOST, HOST, "")
 }
 
 fn start(ports: &[u16], traffic_policy: &str) -> (Gateway, u16) {
