@@ -29,6 +29,7 @@ pub mod log_writer;
 pub mod logging;
 pub mod shard_stats;
 pub mod stats;
+pub mod stats_http2;
 pub mod stats_hub;
 pub mod stats_render;
 pub mod stats_snapshot;

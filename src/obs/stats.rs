@@ -50,7 +50,7 @@ pub(crate) fn put(out: &mut StatsSnapshot, scope: &Scope, name: &'static str, c:
     out.add_counter(StatKey::new(scope.clone(), name), c.get());
 }
 
-fn put_gauge(out: &mut StatsSnapshot, scope: &Scope, name: &'static str, g: &Gauge) {
+pub(crate) fn put_gauge(out: &mut StatsSnapshot, scope: &Scope, name: &'static str, g: &Gauge) {
     out.add_gauge(StatKey::new(scope.clone(), name), g.get());
 }
 
@@ -275,6 +275,7 @@ pub struct HttpConnManagerStats {
     /// Requests whose head did not parse or broke a limit (`DPE`).
     pub downstream_rq_rx_reset: Counter,
     classes: [Counter; 5],
+    pub http2: crate::obs::stats_http2::Http2Stats,
 }
 
 impl HttpConnManagerStats {
@@ -285,6 +286,7 @@ impl HttpConnManagerStats {
             downstream_rq_active: Gauge::default(),
             downstream_rq_rx_reset: Counter::default(),
             classes: Default::default(),
+            http2: Default::default(),
         }
     }
 
@@ -320,5 +322,6 @@ impl HttpConnManagerStats {
         for (name, c) in NAMES.iter().zip(self.classes.iter()) {
             put(out, s, name, c);
         }
+        self.http2.snapshot_into(s, out);
     }
 }

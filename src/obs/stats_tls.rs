@@ -20,15 +20,19 @@ pub enum HandshakeFailure {
     VerifyError,
     /// `ssl.handshake_timeout` (egressd's name: Envoy has none): `timeouts.tlsHandshake`.
     Timeout,
+    /// `ssl.no_application_protocol` (egressd's name): the client offered only ALPN values
+    /// the server cannot serve.
+    NoApplicationProtocol,
 }
 
 impl HandshakeFailure {
-    const ALL: [HandshakeFailure; 5] = [
+    const ALL: [HandshakeFailure; 6] = [
         HandshakeFailure::ConnectionError,
         HandshakeFailure::NoPeerCertificate,
         HandshakeFailure::SanMismatch,
         HandshakeFailure::VerifyError,
         HandshakeFailure::Timeout,
+        HandshakeFailure::NoApplicationProtocol,
     ];
 
     pub fn stat_name(self) -> &'static str {
@@ -38,6 +42,7 @@ impl HandshakeFailure {
             HandshakeFailure::SanMismatch => "ssl.fail_verify_san",
             HandshakeFailure::VerifyError => "ssl.fail_verify_error",
             HandshakeFailure::Timeout => "ssl.handshake_timeout",
+            HandshakeFailure::NoApplicationProtocol => "ssl.no_application_protocol",
         }
     }
 }

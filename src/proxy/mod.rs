@@ -4,6 +4,7 @@
 
 pub mod buf;
 pub mod deadline;
+pub mod h2;
 pub mod http1;
 pub mod passthrough;
 pub mod pipe_pool;

@@ -2,7 +2,8 @@
 //! (after replaying whatever the SNI peek already took off the socket), choose the server by
 //! SNI, handshake under `timeouts.tlsHandshake` with that server's current rustls config,
 //! take the peer's identity from its certificate, then hand the decrypted stream to the
-//! HTTP/1.1 proxy (HTTPS servers) or forward it by the listener's tcp route (TLS servers).
+//! HTTP/2 or HTTP/1.1 proxy (HTTPS servers, by ALPN) or forward it by the listener's tcp
+//! route (TLS servers).
 //!
 //! Owns: the handshake, its counters (`listener.<addr>.ssl.*`, `no_filter_chain_match`)
 //! and its failure logs.
@@ -26,6 +27,7 @@ use crate::obs::stats::{ListenerDeny, ListenerStats};
 use crate::obs::stats_tls::HandshakeFailure;
 use crate::route::table::ListenerSpec;
 use crate::runtime::shard::Shard;
+use crate::tls::alpn::{self, AppProtocol, Choice};
 use crate::tls::identity::PeerIdentity;
 use crate::tls::listener::{ListenerTls, TermServer};
 use crate::tls::rewind::Rewind;
@@ -48,8 +50,7 @@ pub async fn serve(
     let limit = snapshot.config.gateway.timeouts.tls_handshake;
     let servers = ListenerTls::get(&snapshot, listener);
     let io = Rewind::new(replay, stream);
-    let Some((tls, server_index, sni)) =
-        handshake(io, &servers, &stats, limit, &info, listener.gateway_port).await
+    let Some((tls, server_index, sni)) = handshake(io, &servers, &stats, limit, &info, listener).await
     else {
         return;
     };
@@ -61,15 +62,22 @@ pub async fn serve(
         info.peer_subject = id.subject;
     }
     info.sni = sni;
-    tracing::debug!(peer = %info.peer, sni = ?info.sni, peer_uri_san = ?info.peer_uri_san, "tls terminated");
-    match listener.protocol {
-        Protocol::Tls => {
+    let app = alpn::app_protocol(conn_state.alpn_protocol(), listener.protocol);
+    tracing::debug!(peer = %info.peer, sni = ?info.sni, peer_uri_san = ?info.peer_uri_san, app = ?app, "tls terminated");
+    match app {
+        AppProtocol::Opaque if listener.protocol == Protocol::Tls => {
             let Some(server) = servers.servers.iter().find(|s| s.index == server_index) else {
                 return;
             };
             terminate_tcp::forward(&shard, tls, &info, &snapshot, listener, server).await
         }
-        _ => {
+        AppProtocol::Opaque => {} // never negotiated on an HTTP server (alpn refuses it)
+        AppProtocol::Http2 => {
+            let mut tls = tls;
+            super::h2::conn::serve(shard, &mut tls, info).await;
+            let _ = within(Some(Duration::from_secs(1)), tls.close()).await;
+        }
+        AppProtocol::Http1 => {
             let mut tls = tls;
             conn::serve(shard, &mut tls, info).await;
             // close_notify: lets the client tell a complete response from a truncated one.
@@ -85,8 +93,9 @@ async fn handshake(
     stats: &ListenerStats,
     limit: Duration,
     info: &DownstreamInfo,
-    port: u16,
+    listener: &ListenerSpec,
 ) -> Option<(TerminatedStream, usize, Option<String>)> {
+    let port = listener.gateway_port;
     let attempt = async {
         let start = LazyConfigAcceptor::new(Acceptor::default(), io)
             .await
@@ -101,6 +110,14 @@ async fn handshake(
         let config = server
             .server_config()
             .map_err(|e| Refused::Config(e.to_string()))?;
+        let choice = alpn::choose(start.client_hello().alpn(), listener.protocol);
+        let config = alpn::config_for(config, &choice, listener.protocol);
+        if choice == Choice::Refuse {
+            // rustls sends the `no_application_protocol` alert while failing this.
+            let offered = alpn_list(start.client_hello().alpn());
+            let _ = start.into_stream(config).await;
+            return Err(Refused::Alpn(offered));
+        }
         let tls = start.into_stream(config).await.map_err(Refused::Tls)?;
         Ok::<_, Refused>((tls, server.index, sni))
     };
@@ -121,6 +138,12 @@ async fn handshake(
                 .handshake_failed(HandshakeFailure::ConnectionError);
             tracing::warn!(peer = %info.peer, port, error = %e, "tls handshake refused: the server's certificates do not load");
         }
+        Refused::Alpn(offered) => {
+            stats
+                .ssl
+                .handshake_failed(HandshakeFailure::NoApplicationProtocol);
+            tracing::info!(peer = %info.peer, port, offered = %offered, "tls handshake refused: no ALPN protocol this server can serve");
+        }
         Refused::Timeout => {
             stats.ssl.handshake_failed(HandshakeFailure::Timeout);
             tracing::info!(peer = %info.peer, port, limit = ?limit, "tls handshake refused: timed out");
@@ -134,8 +157,19 @@ async fn handshake(
     None
 }
 
+/// The offered ALPN values, for the log.
+fn alpn_list<'a>(offered: Option<impl Iterator<Item = &'a [u8]>>) -> String {
+    offered
+        .into_iter()
+        .flatten()
+        .map(String::from_utf8_lossy)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 enum Refused {
     NoServer(Option<String>),
+    Alpn(String),
     Config(String),
     Timeout,
     Tls(std::io::Error),

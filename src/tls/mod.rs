@@ -3,6 +3,7 @@
 //! peer identities (SPIFFE ids), and the demo PKI. The data paths that use them live in
 //! `proxy::terminate` and `upstream::connect`.
 
+pub mod alpn;
 pub mod client;
 pub mod demo_pki;
 pub mod identity;

@@ -60,6 +60,7 @@ pub async fn serve<D: AsyncRead + AsyncWrite + Unpin>(
     let mut head = RequestHead::default();
     let mut req_wire = Vec::new();
     let mut resp_wire = Vec::new();
+    let mut first = true;
     loop {
         // The bootstrap of the snapshot current now: reloads apply from the next request.
         let snapshot = shard.snapshot();
@@ -73,6 +74,13 @@ pub async fn serve<D: AsyncRead + AsyncWrite + Unpin>(
                 Some(Ok(n)) if n > 0 => {}
                 _ => return,
             }
+        }
+        if std::mem::take(&mut first)
+            && prior_knowledge_h2(&mut buf, &mut down, gw.timeouts.header_read).await
+        {
+            let replay = buf.data().to_vec();
+            let mut down = crate::tls::rewind::Rewind::new(replay, down);
+            return crate::proxy::h2::conn::serve(shard, &mut down, info).await;
         }
         let start_time = SystemTime::now();
         let started = Instant::now();
@@ -140,8 +148,34 @@ pub async fn serve<D: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
+/// Whether the connection opens with the HTTP/2 preface (h2c with prior knowledge, or h2
+/// over TLS without ALPN). Reads until the preface is complete or a byte differs; anything
+/// else is HTTP/1.x (where `PRI * HTTP/2.0` is a 400 like any other bad version).
+async fn prior_knowledge_h2<D: AsyncRead + Unpin>(
+    buf: &mut ReadBuf,
+    down: &mut D,
+    limit: std::time::Duration,
+) -> bool {
+    let preface = crate::proxy::h2::PREFACE;
+    let deadline = Instant::now() + limit;
+    loop {
+        let seen = buf.len().min(preface.len());
+        if buf.data()[..seen] != preface[..seen] {
+            return false;
+        }
+        if seen == preface.len() {
+            return true;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match within(Some(left), buf.fill(down)).await {
+            Some(Ok(n)) if n > 0 => {}
+            _ => return false,
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
-async fn route_and_forward<D: AsyncRead + AsyncWrite + Unpin>(
+pub(crate) async fn route_and_forward<D: AsyncRead + AsyncWrite + Unpin>(
     shard: &Rc<Shard>,
     info: &DownstreamInfo,
     down: &mut D,
@@ -262,7 +296,7 @@ async fn route_and_forward<D: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Answers with a local response for `e` (nothing when the client is gone).
-async fn reject<D: AsyncWrite + Unpin>(
+pub(crate) async fn reject<D: AsyncWrite + Unpin>(
     shard: &Shard,
     down: &mut D,
     wire: &mut Vec<u8>,

@@ -1,0 +1,74 @@
+//! The downstream byte stream as the `h2` crate wants it (tokio's I/O traits) over the
+//! futures-io streams glommio and futures-rustls give us, with the flood guard looking at
+//! every byte the client sends before `h2` does.
+//!
+//! Owns: the trait adaptation and feeding the guard.
+//! Must not: buffer (reads land in `h2`'s buffer, writes go straight through).
+
+use std::cell::RefCell;
+use std::io;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use futures_lite::{AsyncRead, AsyncWrite};
+
+use super::guard::FrameGuard;
+
+pub struct GuardedIo<S> {
+    inner: S,
+    guard: Rc<RefCell<FrameGuard>>,
+}
+
+impl<S> GuardedIo<S> {
+    /// `guard` is shared with the connection driver, which ends the connection when it trips.
+    pub fn new(inner: S, guard: Rc<RefCell<FrameGuard>>) -> Self {
+        GuardedIo { inner, guard }
+    }
+}
+
+impl<S: AsyncRead + Unpin> tokio::io::AsyncRead for GuardedIo<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.guard.borrow().tripped().is_some() {
+            // The driver is sending GOAWAY: nothing more from this client is decoded.
+            return Poll::Pending;
+        }
+        let space = buf.initialize_unfilled();
+        let n = match Pin::new(&mut this.inner).poll_read(cx, space) {
+            Poll::Ready(Ok(n)) => n,
+            other => return other.map(|r| r.map(|_| ())),
+        };
+        if this.guard.borrow_mut().scan(&space[..n], Instant::now()).is_err() {
+            // Hold these bytes back from `h2` and wake the driver, which polls this
+            // connection and checks the guard first.
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        buf.advance(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> tokio::io::AsyncWrite for GuardedIo<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_close(cx)
+    }
+}
