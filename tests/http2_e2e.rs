@@ -86,9 +86,21 @@ fn h2c_prior_knowledge_streams_bodies_both_ways_and_logs_http2() {
     assert_eq!(seen[1].header("host"), Some("a.example.com"));
 
     let lines = gw.access_log_lines(2);
-    assert!(lines[0].contains("\"POST /upload HTTP/2\" 200"), "{}", lines[0]);
-    assert!(lines[1].contains("\"PUT /upload HTTP/2\" 200"), "{}", lines[1]);
-    assert!(lines[1].contains("outbound|80||a.example.com"), "{}", lines[1]);
+    assert!(
+        lines[0].contains("\"POST /upload HTTP/2\" 200"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].contains("\"PUT /upload HTTP/2\" 200"),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[1].contains("outbound|80||a.example.com"),
+        "{}",
+        lines[1]
+    );
     assert_eq!(http_stat(&gw, "downstream_rq_http2_total"), 2);
     assert_eq!(http_stat(&gw, "downstream_cx_http2_total"), 2);
 
@@ -99,7 +111,11 @@ fn h2c_prior_knowledge_streams_bodies_both_ways_and_logs_http2() {
 
 /// Origins whose handlers hold every response until `want` requests are in flight at once
 /// (or 20 s pass): the peak they saw proves the streams really were concurrent.
-fn barrier_origin(name: &'static str, gate: Arc<(Mutex<(usize, usize)>, Condvar)>, want: usize) -> Origin {
+fn barrier_origin(
+    name: &'static str,
+    gate: Arc<(Mutex<(usize, usize)>, Condvar)>,
+    want: usize,
+) -> Origin {
     let handler: Handler = Arc::new(move |_req| {
         let (lock, cv) = &*gate;
         let mut g = lock.lock().unwrap();
@@ -110,7 +126,11 @@ fn barrier_origin(name: &'static str, gate: Arc<(Mutex<(usize, usize)>, Condvar)
             .wait_timeout_while(g, Duration::from_secs(20), |g| g.1 < want)
             .unwrap();
         drop(released);
-        format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{name}", name.len()).into_bytes()
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{name}",
+            name.len()
+        )
+        .into_bytes()
     });
     Origin::start(handler)
 }
@@ -121,23 +141,37 @@ fn a_hundred_concurrent_streams_on_one_connection_reach_two_hosts() {
     let a = barrier_origin("origin-a", gate.clone(), 100);
     let b = barrier_origin("origin-b", gate.clone(), 100);
     let (gw, port) = start(a.port(), b.port());
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let bodies = rt.block_on(async move {
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
         let (client, conn) = h2::client::handshake(tcp).await.unwrap();
         tokio::spawn(conn);
         let mut client = client.ready().await.unwrap();
         let mut pending = Vec::new();
         for i in 0..100 {
-            let host = if i % 2 == 0 { "a.example.com" } else { "b.example.com" };
-            let req = http::Request::get(format!("http://{host}/s{i}")).body(()).unwrap();
+            let host = if i % 2 == 0 {
+                "a.example.com"
+            } else {
+                "b.example.com"
+            };
+            let req = http::Request::get(format!("http://{host}/s{i}"))
+                .body(())
+                .unwrap();
             let (resp, _) = client.send_request(req, true).unwrap();
             pending.push((host, resp));
             client = client.ready().await.unwrap();
         }
         let mut out = Vec::new();
         for (host, resp) in pending {
-            let resp = tokio::time::timeout(Duration::from_secs(30), resp).await.unwrap().unwrap();
+            let resp = tokio::time::timeout(Duration::from_secs(30), resp)
+                .await
+                .unwrap()
+                .unwrap();
             let status = resp.status().as_u16();
             let mut body = resp.into_body();
             let mut bytes = Vec::new();
@@ -151,22 +185,39 @@ fn a_hundred_concurrent_streams_on_one_connection_reach_two_hosts() {
         out
     });
     for (host, status, body) in &bodies {
-        let want = if host.starts_with('a') { "origin-a" } else { "origin-b" };
+        let want = if host.starts_with('a') {
+            "origin-a"
+        } else {
+            "origin-b"
+        };
         assert_eq!((*status, body.as_str()), (200, want), "{host}");
     }
     assert_eq!((a.seen().len(), b.seen().len()), (50, 50));
-    assert_eq!(gate.0.lock().unwrap().1, 100, "peak of requests in flight at the origins");
+    assert_eq!(
+        gate.0.lock().unwrap().1,
+        100,
+        "peak of requests in flight at the origins"
+    );
     assert_eq!(http_stat(&gw, "downstream_cx_http2_total"), 1);
     assert_eq!(http_stat(&gw, "downstream_rq_http2_total"), 100);
 }
 
 /// One HTTP/2 request on an existing client connection.
 async fn get(client: &mut h2::client::SendRequest<bytes::Bytes>, host: &str) -> u16 {
-    let ready = client.clone().ready().await.expect("connection still usable");
+    let ready = client
+        .clone()
+        .ready()
+        .await
+        .expect("connection still usable");
     let mut ready = ready;
-    let req = http::Request::get(format!("http://{host}/")).body(()).unwrap();
+    let req = http::Request::get(format!("http://{host}/"))
+        .body(())
+        .unwrap();
     let (resp, _) = ready.send_request(req, true).unwrap();
-    let resp = tokio::time::timeout(Duration::from_secs(20), resp).await.unwrap().unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(20), resp)
+        .await
+        .unwrap()
+        .unwrap();
     resp.status().as_u16()
 }
 
@@ -175,9 +226,14 @@ fn floods_get_goaway_while_another_connection_on_the_shard_is_served() {
     let a = Origin::fixed("a", "a");
     let b = Origin::fixed("b", "b");
     let (gw, port) = start(a.port(), b.port());
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let mut bystander = rt.block_on(async {
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
         let (client, conn) = h2::client::handshake(tcp).await.unwrap();
         tokio::spawn(conn);
         client
@@ -189,7 +245,12 @@ fn floods_get_goaway_while_another_connection_on_the_shard_is_served() {
     let mut rapid = Vec::new();
     for i in 0..500u32 {
         let id = i * 2 + 1;
-        rapid.extend(frame(h2raw::HEADERS, h2raw::END_HEADERS | h2raw::END_STREAM, id, &block));
+        rapid.extend(frame(
+            h2raw::HEADERS,
+            h2raw::END_HEADERS | h2raw::END_STREAM,
+            id,
+            &block,
+        ));
         rapid.extend(frame(h2raw::RST_STREAM, 0, id, &8u32.to_be_bytes()));
     }
     attacks.push(("http2.rapid_reset", rapid));
@@ -198,17 +259,39 @@ fn floods_get_goaway_while_another_connection_on_the_shard_is_served() {
         continuation.extend(frame(h2raw::CONTINUATION, 0, 1, &[]));
     }
     attacks.push(("http2.continuation_flood", continuation));
-    attacks.push(("http2.ping_flood", (0..300).flat_map(|_| frame(h2raw::PING, 0, 0, &[0; 8])).collect()));
-    attacks.push(("http2.settings_flood", (0..300).flat_map(|_| frame(h2raw::SETTINGS, 0, 0, &[])).collect()));
+    attacks.push((
+        "http2.ping_flood",
+        (0..300)
+            .flat_map(|_| frame(h2raw::PING, 0, 0, &[0; 8]))
+            .collect(),
+    ));
+    attacks.push((
+        "http2.settings_flood",
+        (0..300)
+            .flat_map(|_| frame(h2raw::SETTINGS, 0, 0, &[]))
+            .collect(),
+    ));
 
     for (counter, bytes) in attacks {
         let mut s = h2raw::open(port);
         let _ = s.write_all(&bytes);
-        assert_eq!(h2raw::read_goaway(&mut s), Some(h2raw::ENHANCE_YOUR_CALM), "{counter}");
+        assert_eq!(
+            h2raw::read_goaway(&mut s),
+            Some(h2raw::ENHANCE_YOUR_CALM),
+            "{counter}"
+        );
         assert_eq!(http_stat(&gw, counter), 1, "{counter}");
         // The bystander's connection, on the same (only) shard, still gets answers.
-        assert_eq!(rt.block_on(get(&mut bystander, "b.example.com")), 200, "after {counter}");
+        assert_eq!(
+            rt.block_on(get(&mut bystander, "b.example.com")),
+            200,
+            "after {counter}"
+        );
     }
     assert_eq!(http_stat(&gw, "http2.goaway_sent"), 4);
-    assert_eq!(http_stat(&gw, "downstream_cx_http2_active"), 1, "only the bystander is left");
+    assert_eq!(
+        http_stat(&gw, "downstream_cx_http2_active"),
+        1,
+        "only the bystander is left"
+    );
 }

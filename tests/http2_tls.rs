@@ -38,13 +38,28 @@ fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path(), "mesh");
     let client = pki.client();
-    let (cert, key) = (dir.path().join("client.pem"), dir.path().join("client-key.pem"));
+    let (cert, key) = (
+        dir.path().join("client.pem"),
+        dir.path().join("client-key.pem"),
+    );
     std::fs::write(&cert, &client.cert_pem).unwrap();
     std::fs::write(&key, &client.key_pem).unwrap();
     let origin = Origin::fixed("cnn", "politics");
     let port = free_port();
-    let gw = Gateway::start(&[(443, port)], &resources(&pki, origin.port()), &["--shards", "1"]);
-    Setup { _dir: dir, pki, cert, key, origin, gw, port }
+    let gw = Gateway::start(
+        &[(443, port)],
+        &resources(&pki, origin.port()),
+        &["--shards", "1"],
+    );
+    Setup {
+        _dir: dir,
+        pki,
+        cert,
+        key,
+        origin,
+        gw,
+        port,
+    }
 }
 
 fn listener_stat(gw: &Gateway, prefix: &str, suffix: &str) -> u64 {
@@ -82,14 +97,24 @@ fn s_client(s: &Setup, alpn: &str, request: &[u8]) -> String {
 fn curl_http2_through_a_mutual_server_is_logged_as_http2() {
     let s = setup();
     let out = Command::new("curl")
-        .args(["-sS", "--http2", "--max-time", "20", "-w", " %{http_version}"])
+        .args([
+            "-sS",
+            "--http2",
+            "--max-time",
+            "20",
+            "-w",
+            " %{http_version}",
+        ])
         .arg("--cacert")
         .arg(&s.pki.root)
         .arg("--cert")
         .arg(&s.cert)
         .arg("--key")
         .arg(&s.key)
-        .args(["--resolve", &format!("edition.cnn.com:{}:127.0.0.1", s.port)])
+        .args([
+            "--resolve",
+            &format!("edition.cnn.com:{}:127.0.0.1", s.port),
+        ])
         .arg(format!("https://edition.cnn.com:{}/politics", s.port))
         .output()
         .unwrap();
@@ -97,7 +122,10 @@ fn curl_http2_through_a_mutual_server_is_logged_as_http2() {
     let line = s.gw.access_log_lines(1).pop().unwrap();
     assert!(line.contains("\"GET /politics HTTP/2\" 200"), "{line}");
     assert!(line.contains("outbound|80||edition.cnn.com"), "{line}");
-    assert_eq!(listener_stat(&s.gw, "http.", "downstream_rq_http2_total"), 1);
+    assert_eq!(
+        listener_stat(&s.gw, "http.", "downstream_rq_http2_total"),
+        1
+    );
 }
 
 #[test]
@@ -109,13 +137,23 @@ fn istio_alpn_values_select_their_protocol_and_peer_exchange_alone_is_refused() 
     let get = b"GET /politics HTTP/1.1\r\nHost: edition.cnn.com\r\nConnection: close\r\n\r\n";
     let out = s_client(&s, "istio-peer-exchange,istio-http/1.1", get);
     assert!(out.contains("ALPN protocol: istio-http/1.1"), "{out}");
-    assert!(out.contains("HTTP/1.1 200 OK") && out.contains("politics"), "{out}");
+    assert!(
+        out.contains("HTTP/1.1 200 OK") && out.contains("politics"),
+        "{out}"
+    );
     assert_eq!(s.origin.seen().len(), 1);
 
     let out = s_client(&s, "istio-peer-exchange", get);
     assert!(out.contains("no application protocol"), "{out}");
-    assert_eq!(s.origin.seen().len(), 1, "the refused client reached nothing");
-    assert_eq!(listener_stat(&s.gw, "listener.", "ssl.no_application_protocol"), 1);
+    assert_eq!(
+        s.origin.seen().len(),
+        1,
+        "the refused client reached nothing"
+    );
+    assert_eq!(
+        listener_stat(&s.gw, "listener.", "ssl.no_application_protocol"),
+        1
+    );
 }
 
 /// socat on a free port, adding the client certificate and SNI (h2load has no client
@@ -161,18 +199,33 @@ fn have(tool: &Path) -> bool {
 
 #[test]
 fn h2load_through_a_mutual_server_with_a_client_certificate() {
-    assert!(have(Path::new("h2load")) && have(Path::new("socat")), "CI installs nghttp2-client and socat");
+    assert!(
+        have(Path::new("h2load")) && have(Path::new("socat")),
+        "CI installs nghttp2-client and socat"
+    );
     let s = setup();
     let socat = Socat::start(&s);
     // TLS without ALPN (socat sets none): the stream's HTTP/2 preface selects HTTP/2.
     let out = Command::new("h2load")
-        .args(["-n", "400", "-c", "2", "-m", "20", "-H", ":authority: edition.cnn.com"])
+        .args([
+            "-n",
+            "400",
+            "-c",
+            "2",
+            "-m",
+            "20",
+            "-H",
+            ":authority: edition.cnn.com",
+        ])
         .arg(format!("http://127.0.0.1:{}/politics", socat.1))
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("400 succeeded, 0 failed"), "{text}");
     assert_eq!(s.origin.seen().len(), 400);
-    assert_eq!(listener_stat(&s.gw, "http.", "downstream_rq_http2_total"), 400);
+    assert_eq!(
+        listener_stat(&s.gw, "http.", "downstream_rq_http2_total"),
+        400
+    );
     assert!(listener_stat(&s.gw, "listener.", "ssl.handshake") >= 2);
 }

@@ -47,6 +47,7 @@ pub fn config_dump(control: &Control) -> Response {
             "connectTimeout": ms(c.connect_timeout),
             "idleTimeout": ms(c.idle_timeout),
             "maxRequestsPerConnection": c.max_requests_per_connection,
+            "http2": c.http2,
             "tls": c.tls.as_ref().map(|t| format!("{:?}", t.mode)),
             "dnsNames": c.dns_targets.iter().map(|t| &t.name).collect::<Vec<_>>(),
             "endpoints": c.endpoints.iter().map(|e| json!({"address": e.addr.to_string(), "weight": e.weight, "labels": e.labels})).collect::<Vec<_>>(),

@@ -46,7 +46,12 @@ impl Http2Stats {
             &self.downstream_rq_http2_total,
         );
         put(out, scope, "http2.goaway_sent", &self.goaway_sent);
-        put(out, scope, "http2.rx_messaging_error", &self.rx_messaging_error);
+        put(
+            out,
+            scope,
+            "http2.rx_messaging_error",
+            &self.rx_messaging_error,
+        );
         for kind in Flood::ALL {
             put(out, scope, kind.stat_name(), &self.floods[kind as usize]);
         }

@@ -50,7 +50,8 @@ pub async fn serve(
     let limit = snapshot.config.gateway.timeouts.tls_handshake;
     let servers = ListenerTls::get(&snapshot, listener);
     let io = Rewind::new(replay, stream);
-    let Some((tls, server_index, sni)) = handshake(io, &servers, &stats, limit, &info, listener).await
+    let Some((tls, server_index, sni)) =
+        handshake(io, &servers, &stats, limit, &info, listener).await
     else {
         return;
     };

@@ -259,6 +259,7 @@ impl ClusterSet<'_> {
             tls,
             max_connections,
             outlier,
+            http2,
         } = policy;
         self.list.push(Arc::new(Cluster {
             name,
@@ -274,6 +275,7 @@ impl ClusterSet<'_> {
             tls,
             max_connections,
             outlier,
+            http2,
         }));
         self.list.len() - 1
     }

@@ -21,6 +21,7 @@ use crate::runtime::reload_signal::ReloadSignal;
 use crate::runtime::snapshot::{SnapshotCell, SnapshotView};
 use crate::upstream::balancer::Balancer;
 use crate::upstream::cluster::Cluster;
+use crate::upstream::h2_pool::H2Pool;
 use crate::upstream::pool::Pool;
 
 /// Idle pipes a shard keeps between passthrough connections: two per connection, so a
@@ -40,6 +41,8 @@ pub struct Shard {
     open: Cell<u64>,
     view: SnapshotView,
     pub pool: Pool,
+    /// Multiplexed connections to upstreams that asked for HTTP/2.
+    pub h2_pool: H2Pool,
     rng: Cell<u64>,
     draining: Cell<bool>,
     retired: RefCell<Vec<RetiredListener>>,
@@ -64,6 +67,7 @@ impl Shard {
             open: Cell::new(0),
             view,
             pool: Pool::new(max_idle),
+            h2_pool: H2Pool::default(),
             rng: Cell::new(seed(id)),
             draining: Cell::new(false),
             retired: RefCell::new(Vec::new()),
@@ -214,6 +218,7 @@ impl Shard {
     /// shard runs it from a timer task.
     pub fn tick(&self) {
         self.pool.sweep();
+        self.h2_pool.sweep();
         let now = Instant::now();
         // Connections taken from an accept queue start a moment after the retirement.
         self.retired

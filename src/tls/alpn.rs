@@ -114,22 +114,34 @@ mod tests {
         use Protocol::{Https, Tls};
         let sidecar = ["istio-peer-exchange", "istio-h2", "istio-http/1.1"];
         assert_eq!(pick(&sidecar, Https), Choice::Select(b"istio-h2"));
-        assert_eq!(pick(&["istio-peer-exchange", "istio-http/1.0"], Https), Choice::Select(b"istio-http/1.0"));
+        assert_eq!(
+            pick(&["istio-peer-exchange", "istio-http/1.0"], Https),
+            Choice::Select(b"istio-http/1.0")
+        );
         assert_eq!(pick(&["http/1.1", "h2"], Https), Choice::Select(b"h2"));
         assert_eq!(pick(&["istio-peer-exchange"], Https), Choice::Refuse);
         assert_eq!(pick(&["istio"], Https), Choice::Refuse);
         assert_eq!(pick(&["spdy/3"], Https), Choice::Refuse);
-        assert_eq!(pick(&["istio-peer-exchange", "istio"], Tls), Choice::Select(b"istio"));
+        assert_eq!(
+            pick(&["istio-peer-exchange", "istio"], Tls),
+            Choice::Select(b"istio")
+        );
         assert_eq!(pick(&["h2", "http/1.1"], Tls), Choice::NoAlpn);
         assert_eq!(pick(&["istio-peer-exchange"], Tls), Choice::Refuse);
-        assert_eq!(choose(None::<std::iter::Empty<&[u8]>>, Https), Choice::NoAlpn);
+        assert_eq!(
+            choose(None::<std::iter::Empty<&[u8]>>, Https),
+            Choice::NoAlpn
+        );
     }
 
     #[test]
     fn negotiated_value_decides_the_stream_protocol() {
         use AppProtocol::*;
         assert_eq!(app_protocol(Some(b"istio-h2"), Protocol::Https), Http2);
-        assert_eq!(app_protocol(Some(b"istio-http/1.1"), Protocol::Https), Http1);
+        assert_eq!(
+            app_protocol(Some(b"istio-http/1.1"), Protocol::Https),
+            Http1
+        );
         assert_eq!(app_protocol(None, Protocol::Https), Http1);
         assert_eq!(app_protocol(Some(b"istio"), Protocol::Tls), Opaque);
         assert_eq!(app_protocol(None, Protocol::Tls), Opaque);

@@ -40,6 +40,7 @@ pub struct Origination {
 struct Slot {
     /// The policy this slot was built for (a reload may change it under the same name).
     policy: ClientTls,
+    http2: bool,
     entry: Arc<Entry<ClientSpec>>,
     /// The shared config this shard's copy was derived from.
     source: Arc<ClientConfig>,
@@ -70,8 +71,10 @@ pub fn for_cluster(
     };
     let hit = CACHE.with(|c| {
         c.borrow().get(&cluster.name).and_then(|slot| {
-            (same_policy(&slot.policy, policy) && slot.entry.is_current(&slot.source))
-                .then(|| slot.local.clone())
+            (same_policy(&slot.policy, policy)
+                && slot.http2 == cluster.http2
+                && slot.entry.is_current(&slot.source))
+            .then(|| slot.local.clone())
         })
     });
     if let Some(found) = hit {
@@ -88,16 +91,22 @@ pub fn for_cluster(
     let mut config = (*source).clone();
     config.resumption =
         Resumption::store(Arc::new(ClientSessionMemoryCache::new(SESSIONS_PER_SHARD)));
+    // HTTP/2 upstreams are asked for it by ALPN; its connections never serve HTTP/1.1.
+    let alpn = if cluster.http2 { "|h2" } else { "" };
+    if cluster.http2 {
+        config.alpn_protocols = vec![b"h2".to_vec()];
+    }
     let local = Rc::new(Origination {
         config: Arc::new(config),
         sni,
-        tag: format!("{sni_name}|{}", spec.identity_tag()).into(),
+        tag: format!("{sni_name}|{}{alpn}", spec.identity_tag()).into(),
     });
     CACHE.with(|c| {
         c.borrow_mut().insert(
             cluster.name.clone(),
             Slot {
                 policy: policy.clone(),
+                http2: cluster.http2,
                 entry,
                 source,
                 local: local.clone(),

@@ -270,6 +270,7 @@ mod tests {
             tls: None,
             max_connections: 0,
             outlier,
+            http2: false,
         }
     }
 

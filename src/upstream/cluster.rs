@@ -36,6 +36,9 @@ pub struct Cluster {
     pub max_connections: u32,
     /// `outlierDetection`, None = off.
     pub outlier: Option<OutlierPolicy>,
+    /// `h2UpgradePolicy: UPGRADE`: requests go upstream as HTTP/2 streams, multiplexed on
+    /// one connection per endpoint and shard (prior knowledge in clear, ALPN `h2` in TLS).
+    pub http2: bool,
 }
 
 /// `outlierDetection` with Istio's defaults filled in.

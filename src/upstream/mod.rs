@@ -5,5 +5,6 @@ pub mod balancer;
 pub mod cluster;
 pub mod connect;
 pub mod dns;
+pub mod h2_pool;
 pub mod policy;
 pub mod pool;

@@ -21,6 +21,8 @@ pub struct ClusterPolicy {
     /// `connectionPool.tcp.maxConnections`, 0 = unlimited.
     pub max_connections: u32,
     pub outlier: Option<OutlierPolicy>,
+    /// `connectionPool.http.h2UpgradePolicy: UPGRADE`: HTTP/2 to the upstream.
+    pub http2: bool,
 }
 
 #[derive(Default)]
@@ -85,6 +87,7 @@ pub fn for_destination(
             .cloned(),
         max_connections: layers.pool.and_then(|p| p.tcp_max_connections).unwrap_or(0),
         outlier: layers.outlier.map(OutlierPolicy::from_config),
+        http2: layers.pool.is_some_and(|p| p.h2_upgrade),
     }
 }
 

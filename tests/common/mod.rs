@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod h2_origin;
 pub mod h2raw;
 pub mod istio;
 pub mod origin;

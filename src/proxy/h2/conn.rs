@@ -33,7 +33,7 @@ const STREAM_WINDOW: u32 = 64 * 1024;
 const CONNECTION_WINDOW: u32 = 1024 * 1024;
 
 fn settings(gw: &Bootstrap) -> h2::server::Builder {
-    let header_list = (gw.limits.max_request_headers_kb as u32 * 1024).max(1024);
+    let header_list = (gw.limits.max_request_headers_kb * 1024).max(1024);
     let mut b = h2::server::Builder::new();
     b.max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .max_header_list_size(header_list)
@@ -44,8 +44,15 @@ fn settings(gw: &Bootstrap) -> h2::server::Builder {
     b
 }
 
+/// A request stream as `h2` hands it over.
+type Accepted = (
+    http::Request<h2::RecvStream>,
+    h2::server::SendResponse<Bytes>,
+);
+
 enum Next {
-    Stream(Option<Result<(http::Request<h2::RecvStream>, h2::server::SendResponse<Bytes>), h2::Error>>),
+    /// Boxed: a request's parts are large and most turns carry none.
+    Stream(Option<Result<Box<Accepted>, h2::Error>>),
     Flood(Flood),
 }
 
@@ -83,7 +90,11 @@ async fn linger<S: AsyncRead + Unpin>(io: &mut S) {
     let _ = within(Some(LINGER), discard).await;
 }
 
-async fn run<S: AsyncRead + AsyncWrite + Unpin>(shard: Rc<Shard>, io: &mut S, info: DownstreamInfo) {
+async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+    shard: Rc<Shard>,
+    io: &mut S,
+    info: DownstreamInfo,
+) {
     let gw = shard.snapshot().config.gateway.clone();
     let guard = Rc::new(RefCell::new(FrameGuard::new(Instant::now())));
     let handshake = settings(&gw).handshake::<_, Bytes>(GuardedIo::new(io, guard.clone()));
@@ -113,7 +124,8 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(shard: Rc<Shard>, io: &mut S, in
                 if let Some(flood) = guard.borrow().tripped() {
                     return Poll::Ready(Next::Flood(flood));
                 }
-                conn.poll_accept(cx).map(Next::Stream)
+                conn.poll_accept(cx)
+                    .map(|next| Next::Stream(next.map(|r| r.map(Box::new))))
             }),
         )
         .await;
@@ -122,7 +134,11 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(shard: Rc<Shard>, io: &mut S, in
                 // Idle means no open stream for `idle`; a stream that ended lately re-arms.
                 let quiet = live.last_end.get().elapsed();
                 if live.open.get() > 0 || (quiet < idle && !going_away) {
-                    wait = if live.open.get() > 0 { idle } else { idle - quiet };
+                    wait = if live.open.get() > 0 {
+                        idle
+                    } else {
+                        idle - quiet
+                    };
                     continue;
                 }
                 if going_away {
@@ -137,7 +153,11 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(shard: Rc<Shard>, io: &mut S, in
                 tracing::info!(peer = %info.peer, flood = flood.stat_name(), "http2 flood, sending GOAWAY ENHANCE_YOUR_CALM");
                 conn.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM);
                 // Flush the GOAWAY, then drop the connection and its streams.
-                let _ = within(Some(Duration::from_secs(1)), poll_fn(|cx| conn.poll_closed(cx))).await;
+                let _ = within(
+                    Some(Duration::from_secs(1)),
+                    poll_fn(|cx| conn.poll_closed(cx)),
+                )
+                .await;
                 return;
             }
             Some(Next::Stream(None)) => return,
@@ -145,7 +165,8 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(shard: Rc<Shard>, io: &mut S, in
                 connection_error(&info, &e, guard.borrow().resets());
                 return;
             }
-            Some(Next::Stream(Some(Ok((request, respond))))) => {
+            Some(Next::Stream(Some(Ok(accepted)))) => {
+                let (request, respond) = *accepted;
                 if shard.draining() && !going_away {
                     // Finish what is open, refuse what comes after the GOAWAY.
                     conn.graceful_shutdown();
@@ -154,7 +175,8 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(shard: Rc<Shard>, io: &mut S, in
                 if !going_away {
                     wait = idle;
                 }
-                let task = stream::serve(shard.clone(), info.clone(), request, respond, live.clone());
+                let task =
+                    stream::serve(shard.clone(), info.clone(), request, respond, live.clone());
                 glommio::spawn_local(task).detach();
             }
         }
@@ -178,7 +200,11 @@ fn connection_error(info: &DownstreamInfo, e: &h2::Error, resets_seen: u64) {
     }
     if e.reason() == Some(Reason::ENHANCE_YOUR_CALM) {
         // `h2`'s own limits: streams reset before they were accepted, or tiny DATA frames.
-        let flood = if resets_seen > 0 { Flood::RapidReset } else { Flood::Frames };
+        let flood = if resets_seen > 0 {
+            Flood::RapidReset
+        } else {
+            Flood::Frames
+        };
         stats_flood(info, flood);
         tracing::info!(peer = %info.peer, flood = flood.stat_name(), "http2 flood, GOAWAY ENHANCE_YOUR_CALM sent");
         return;

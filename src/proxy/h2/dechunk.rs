@@ -82,6 +82,20 @@ impl Dechunk {
         (i, None)
     }
 
+    /// Decodes all of `input`, handing each run of body data to `out`.
+    pub fn feed(&mut self, mut input: &[u8], mut out: impl FnMut(&[u8])) {
+        while !input.is_empty() {
+            let (used, data) = self.next(input);
+            if let Some(r) = data {
+                out(&input[r]);
+            }
+            input = &input[used..];
+            if used == 0 {
+                break;
+            }
+        }
+    }
+
     fn after_size(&mut self) -> State {
         if self.size == 0 {
             State::LineStart
@@ -99,17 +113,7 @@ mod tests {
         let mut d = Dechunk::default();
         let mut out = Vec::new();
         for piece in input.chunks(split) {
-            let mut rest = piece;
-            loop {
-                let (used, data) = d.next(rest);
-                if let Some(r) = data {
-                    out.extend_from_slice(&rest[r]);
-                }
-                rest = &rest[used..];
-                if used == 0 || rest.is_empty() {
-                    break;
-                }
-            }
+            d.feed(piece, |data| out.extend_from_slice(data));
         }
         (out, d.is_done())
     }
@@ -118,7 +122,11 @@ mod tests {
     fn decodes_whatever_the_write_boundaries() {
         let body = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nx-trailer: y\r\n\r\n";
         for split in 1..body.len() {
-            assert_eq!(decode(body, split), (b"hello world".to_vec(), true), "{split}");
+            assert_eq!(
+                decode(body, split),
+                (b"hello world".to_vec(), true),
+                "{split}"
+            );
         }
         assert_eq!(decode(b"0\r\n\r\n", 1), (Vec::new(), true));
         assert_eq!(decode(b"3\r\nabc\r\n", 2), (b"abc".to_vec(), false));

@@ -189,9 +189,7 @@ impl FrameGuard {
                     return Err(Flood::RapidReset);
                 }
             }
-            TYPE_PING if flags & FLAG_ACK == 0 && !self.pings.take(now) => {
-                return Err(Flood::Ping)
-            }
+            TYPE_PING if flags & FLAG_ACK == 0 && !self.pings.take(now) => return Err(Flood::Ping),
             TYPE_SETTINGS if flags & FLAG_ACK == 0 && !self.settings.take(now) => {
                 return Err(Flood::Settings)
             }
@@ -279,8 +277,11 @@ mod tests {
             g.scan(&frame(TYPE_HEADERS, 0, id * 2 + 1, &[0; 10]), now)
                 .unwrap();
             g.scan(&cont, now).unwrap();
-            g.scan(&frame(TYPE_CONTINUATION, FLAG_END_HEADERS, id * 2 + 1, &[]), now)
-                .unwrap();
+            g.scan(
+                &frame(TYPE_CONTINUATION, FLAG_END_HEADERS, id * 2 + 1, &[]),
+                now,
+            )
+            .unwrap();
         }
     }
 

@@ -1,6 +1,6 @@
-//! The downstream byte stream as the `h2` crate wants it (tokio's I/O traits) over the
-//! futures-io streams glommio and futures-rustls give us, with the flood guard looking at
-//! every byte the client sends before `h2` does.
+//! A byte stream as the `h2` crate wants it (tokio's I/O traits) over the futures-io
+//! streams glommio and futures-rustls give us. Downstream, the flood guard looks at every
+//! byte the client sends before `h2` does; upstream there is no guard.
 //!
 //! Owns: the trait adaptation and feeding the guard.
 //! Must not: buffer (reads land in `h2`'s buffer, writes go straight through).
@@ -18,13 +18,21 @@ use super::guard::FrameGuard;
 
 pub struct GuardedIo<S> {
     inner: S,
-    guard: Rc<RefCell<FrameGuard>>,
+    guard: Option<Rc<RefCell<FrameGuard>>>,
 }
 
 impl<S> GuardedIo<S> {
     /// `guard` is shared with the connection driver, which ends the connection when it trips.
     pub fn new(inner: S, guard: Rc<RefCell<FrameGuard>>) -> Self {
-        GuardedIo { inner, guard }
+        GuardedIo {
+            inner,
+            guard: Some(guard),
+        }
+    }
+
+    /// No guard: a connection the gateway opened to an upstream.
+    pub fn plain(inner: S) -> Self {
+        GuardedIo { inner, guard: None }
     }
 }
 
@@ -35,7 +43,11 @@ impl<S: AsyncRead + Unpin> tokio::io::AsyncRead for GuardedIo<S> {
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if this.guard.borrow().tripped().is_some() {
+        if this
+            .guard
+            .as_ref()
+            .is_some_and(|g| g.borrow().tripped().is_some())
+        {
             // The driver is sending GOAWAY: nothing more from this client is decoded.
             return Poll::Pending;
         }
@@ -44,7 +56,11 @@ impl<S: AsyncRead + Unpin> tokio::io::AsyncRead for GuardedIo<S> {
             Poll::Ready(Ok(n)) => n,
             other => return other.map(|r| r.map(|_| ())),
         };
-        if this.guard.borrow_mut().scan(&space[..n], Instant::now()).is_err() {
+        let flood = this
+            .guard
+            .as_ref()
+            .map(|g| g.borrow_mut().scan(&space[..n], Instant::now()));
+        if let Some(Err(_)) = flood {
             // Hold these bytes back from `h2` and wake the driver, which polls this
             // connection and checks the guard first.
             cx.waker().wake_by_ref();

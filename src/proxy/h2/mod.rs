@@ -4,9 +4,11 @@
 
 pub mod conn;
 pub mod dechunk;
+pub mod flow_send;
 pub mod guard;
 pub mod io;
 pub mod stream;
 pub mod stream_io;
+pub mod upstream;
 
 pub use guard::PREFACE;

@@ -56,7 +56,8 @@ async fn exchange(
     let head_limit = (limits.max_request_headers_kb as usize * 1024).max(1024);
     let (parts, body) = request.into_parts();
     let connect = parts.method == Method::CONNECT;
-    let chunked = !connect && !body.is_end_stream() && !parts.headers.contains_key(header::CONTENT_LENGTH);
+    let chunked =
+        !connect && !body.is_end_stream() && !parts.headers.contains_key(header::CONTENT_LENGTH);
     let mut io = StreamIo::new(body, respond, chunked, parts.method == Method::HEAD);
     let wire = http1_head(&parts, chunked);
     let mut buf = ReadBuf::new(head_limit);
@@ -79,7 +80,11 @@ async fn exchange(
     match parsed {
         Err(e) => reject(shard, &mut io, &mut resp_wire, e, &mut rec, false).await,
         Ok(head_len) => {
-            log::set_request(&mut rec, &head, find_header(buf.data(), &head.headers, "user-agent"));
+            log::set_request(
+                &mut rec,
+                &head,
+                find_header(buf.data(), &head.headers, "user-agent"),
+            );
             rec.protocol = PROTOCOL_HTTP2;
             let result;
             (result, outcome) = Box::pin(route_and_forward(

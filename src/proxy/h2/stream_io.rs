@@ -17,10 +17,11 @@ use std::task::{ready, Context, Poll};
 use bytes::{Bytes, BytesMut};
 use futures_lite::{AsyncRead, AsyncWrite};
 use h2::server::SendResponse;
-use h2::{Reason, RecvStream, SendStream};
+use h2::{Reason, RecvStream};
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 
 use super::dechunk::Dechunk;
+use super::flow_send::{h2_io, FlowSend};
 use crate::proxy::http1::head::{is_hop_by_hop, parse_response, Framing, ResponseHead};
 
 /// A response head the exchange writes is a few hundred bytes; this bounds a broken one.
@@ -34,14 +35,13 @@ pub struct StreamIo {
     pending: Bytes,
     request_done: bool,
     respond: Option<SendResponse<Bytes>>,
-    send: Option<SendStream<Bytes>>,
+    /// The response body's stream, once HEADERS went out without END_STREAM.
+    send: Option<FlowSend>,
     head_request: bool,
     head: Vec<u8>,
     framing: Framing,
     length_left: u64,
     dechunk: Dechunk,
-    /// Response body bytes accepted from the exchange, waiting for send capacity.
-    backlog: BytesMut,
     /// The whole response body has been accepted.
     complete: bool,
     /// END_STREAM (or a reset) has been sent.
@@ -67,7 +67,6 @@ impl StreamIo {
             framing: Framing::None,
             length_left: 0,
             dechunk: Dechunk::default(),
-            backlog: BytesMut::new(),
             complete: false,
             ended: false,
         }
@@ -81,17 +80,11 @@ impl StreamIo {
             self.complete = true;
         }
         let drained = futures_lite::future::poll_fn(|cx| self.poll_drain(cx)).await;
-        if self.ended {
-            return;
-        }
-        if drained.is_ok() && !failed && self.complete {
-            if let Some(send) = &mut self.send {
-                let _ = send.send_data(Bytes::new(), true);
-            }
+        if self.ended || (drained.is_ok() && !failed && self.complete) {
             return;
         }
         match (&mut self.send, &mut self.respond) {
-            (Some(send), _) => send.send_reset(Reason::INTERNAL_ERROR),
+            (Some(send), _) => send.reset(Reason::INTERNAL_ERROR),
             (None, Some(respond)) => respond.send_reset(Reason::INTERNAL_ERROR),
             _ => {}
         }
@@ -142,7 +135,7 @@ impl StreamIo {
             if end {
                 (self.complete, self.ended) = (true, true);
             } else {
-                self.send = Some(send);
+                self.send = Some(FlowSend::new(send));
             }
             let rest = self.head.split_off(len);
             self.head = Vec::new();
@@ -150,62 +143,36 @@ impl StreamIo {
         }
     }
 
-    /// Takes response body bytes (still in HTTP/1.1 framing) into the backlog.
-    fn accept_body(&mut self, mut input: &[u8]) {
+    /// Takes response body bytes (still in HTTP/1.1 framing) into the send backlog.
+    fn accept_body(&mut self, input: &[u8]) {
+        let Some(send) = &mut self.send else {
+            self.complete = true;
+            return;
+        };
         match self.framing {
             Framing::Length(_) => {
                 let take = (self.length_left.min(input.len() as u64)) as usize;
-                self.backlog.extend_from_slice(&input[..take]);
+                send.push(&input[..take]);
                 self.length_left -= take as u64;
                 self.complete = self.length_left == 0;
             }
             Framing::Chunked => {
-                while !input.is_empty() {
-                    let (used, data) = self.dechunk.next(input);
-                    if let Some(r) = data {
-                        self.backlog.extend_from_slice(&input[r]);
-                    }
-                    input = &input[used..];
-                    if used == 0 {
-                        break;
-                    }
-                }
+                self.dechunk.feed(input, |data| send.push(data));
                 self.complete = self.dechunk.is_done();
             }
-            Framing::UntilClose => self.backlog.extend_from_slice(input),
+            Framing::UntilClose => send.push(input),
             Framing::None => self.complete = true,
         }
     }
 
-    /// Sends backlogged body bytes as send capacity allows; END_STREAM rides on the last.
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let Some(send) = &mut self.send else {
             return Poll::Ready(Ok(()));
         };
-        while !self.backlog.is_empty() && !self.ended {
-            send.reserve_capacity(self.backlog.len());
-            let granted = match ready!(send.poll_capacity(cx)) {
-                Some(Ok(n)) => n,
-                Some(Err(e)) => return Poll::Ready(Err(h2_io(e))),
-                None => return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
-            };
-            let chunk = self
-                .backlog
-                .split_to(granted.min(self.backlog.len()))
-                .freeze();
-            let last = self.complete && self.backlog.is_empty();
-            send.send_data(chunk, last).map_err(h2_io)?;
-            self.ended = last;
-        }
-        Poll::Ready(Ok(()))
+        let result = send.poll_drain(cx, self.complete);
+        self.ended |= send.is_ended();
+        result
     }
-}
-
-fn h2_io(e: h2::Error) -> io::Error {
-    if e.is_io() {
-        return e.into_io().unwrap_or_else(|| io::ErrorKind::BrokenPipe.into());
-    }
-    io::Error::new(io::ErrorKind::BrokenPipe, e)
 }
 
 /// The HTTP/2 response for a head the exchange serialized (hop-by-hop headers dropped:
@@ -220,7 +187,10 @@ fn to_h2_response(rh: &ResponseHead, raw: &[u8]) -> io::Result<Response<()>> {
         if is_hop_by_hop(name) {
             continue;
         }
-        match (HeaderName::from_bytes(name), HeaderValue::from_bytes(&raw[v.clone()])) {
+        match (
+            HeaderName::from_bytes(name),
+            HeaderValue::from_bytes(&raw[v.clone()]),
+        ) {
             (Ok(name), Ok(value)) => {
                 headers.append(name, value);
             }

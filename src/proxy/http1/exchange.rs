@@ -69,6 +69,13 @@ pub async fn forward<D: AsyncRead + AsyncWrite + Unpin>(
     resp_wire: &mut Vec<u8>,
     outcome: &mut UpstreamOutcome,
 ) -> Result<(), ProxyError> {
+    if cluster.http2 {
+        let h2 = crate::proxy::h2::upstream::forward;
+        return h2(
+            shard, cluster, state, route, req, down, down_buf, resp_wire, outcome,
+        )
+        .await;
+    }
     let started = Instant::now();
     let deadline = route.timeout.map(|t| started + t);
     // Only a request whose body is entirely in `wire` may be sent twice.
@@ -254,20 +261,20 @@ pub async fn forward<D: AsyncRead + AsyncWrite + Unpin>(
     Ok(())
 }
 
-fn min_opt(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+pub(crate) fn min_opt(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     }
 }
 
-fn wire_head_len(wire: &[u8]) -> usize {
+pub(crate) fn wire_head_len(wire: &[u8]) -> usize {
     wire.windows(4)
         .position(|w| w == b"\r\n\r\n")
         .map_or(wire.len(), |i| i + 4)
 }
 
-async fn connect_within(
+pub(crate) async fn connect_within(
     addr: SocketAddr,
     cluster: &Cluster,
     deadline: Option<Instant>,
