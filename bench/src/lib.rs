@@ -6,6 +6,8 @@
 
 pub mod error;
 pub mod framing;
+pub mod http2;
+pub mod http2_report;
 pub mod loadgen;
 pub mod machine;
 pub mod markdown;

@@ -32,6 +32,9 @@ enum Cmd {
     /// TLS passthrough by SNI: bulk Gbit/s and CPU per GB, new connections per second and
     /// CPU per connection; direct, egressd (splice and copy), haproxy `mode tcp`.
     Passthrough(Opts),
+    /// HTTP/2: h2load, many streams over few connections; direct (h2c origin), egressd
+    /// (HTTP/1.1 pooled upstream and h2UpgradePolicy UPGRADE), haproxy `proto h2`.
+    Http2(Opts),
     /// Every scenario (for now: http).
     All(Opts),
 }
@@ -127,6 +130,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Http(o) | Cmd::All(o) => run(o),
         Cmd::Passthrough(o) => run_passthrough(o),
+        Cmd::Http2(o) => run_http2(o),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -312,5 +316,66 @@ fn run_passthrough(o: Opts) -> Result<(), BenchError> {
             "run not clean (a target skipped or errors counted): no result files written"
         );
     }
+    Ok(())
+}
+
+fn run_http2(o: Opts) -> Result<(), BenchError> {
+    use bench::http2::Plan;
+    use bench::http2_report::{self as hr, Http2Report};
+
+    let snapshot = Snapshot::take();
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .map_err(|e| BenchError::io("install signal handler", e))?;
+    }
+    if o.loadgen_cpu == o.target_cpu {
+        return Err(BenchError::Usage(
+            "--loadgen-cpu and --target-cpu must differ".into(),
+        ));
+    }
+    let (dur, rounds) = if o.quick { (2, 1) } else { (10, 3) };
+    let plan = Plan {
+        loadgen_cpu: o.loadgen_cpu,
+        target_cpu: o.target_cpu,
+        duration: o.duration.unwrap_or(Duration::from_secs(dur)),
+        clients: 4,
+        streams: 100,
+        egressd: o.egressd.clone().unwrap_or_else(default_egressd),
+        nginx: find_tool("nginx"),
+        haproxy: find_tool("haproxy"),
+        h2load: find_tool("h2load"),
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let date = now
+        .format(time::macros::format_description!("[year]-[month]-[day]"))
+        .unwrap_or_default();
+    let started = now
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let rounds = hr::run(&plan, o.rounds.unwrap_or(rounds).max(1), &stop)?;
+    let medians = hr::medians(&rounds);
+    let report = Http2Report {
+        date,
+        started_utc: started,
+        machine: snapshot.finish(8),
+        layout: vec![
+            format!("h2load pinned to CPU {}; origin (nginx) and the proxy under test share CPU {}", plan.loadgen_cpu, plan.target_cpu),
+            format!("h2load -c {} -m {} -D {:?} -H ':authority: bench.local', GET / (13-byte body), after a 2000-request warm-up", plan.clients, plan.streams, plan.duration),
+            "direct: h2load to nginx's h2c listener (sidecar-direct)".into(),
+            "egressd: run --shards 1, h2c from the client, HTTP/1.1 keep-alive pool to nginx's HTTP/1.1 listener; access log on (istio format, temp file)".into(),
+            "egressd-h2-upstream: the same with DestinationRule h2UpgradePolicy UPGRADE: one multiplexed HTTP/2 connection to nginx's h2c listener".into(),
+            "haproxy: nbthread 1, bind ... proto h2, HTTP/1.1 backend with http-reuse always, no logging".into(),
+            "CPU: utime+stime from /proc/PID/stat over the measured run / succeeded requests".into(),
+        ],
+        ratios: hr::ratios(&medians),
+        medians,
+        rounds,
+        notes: vec!["egressd writes an access-log line per request; haproxy and nginx log nothing.".into()],
+    };
+    let md = hr::markdown(&report);
+    print!("{md}");
+    let (json, md_path) = bench::report::write_result(&o.out, &report.date, "http2", &report, &md)?;
+    println!("{}\n{}", json.display(), md_path.display());
     Ok(())
 }

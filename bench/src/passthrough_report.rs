@@ -134,15 +134,5 @@ pub fn markdown(r: &PassthroughReport) -> String {
 }
 
 pub fn write_files(r: &PassthroughReport, out: &Path) -> Result<(PathBuf, PathBuf), BenchError> {
-    std::fs::create_dir_all(out)
-        .map_err(|e| BenchError::io(format!("create {}", out.display()), e))?;
-    let json_path = out.join(format!("{}-passthrough.json", r.date));
-    let md_path = out.join(format!("{}-passthrough.md", r.date));
-    let json = serde_json::to_string_pretty(r)
-        .map_err(|e| BenchError::io("serialize report", e.into()))?;
-    std::fs::write(&json_path, json + "\n")
-        .map_err(|e| BenchError::io(format!("write {}", json_path.display()), e))?;
-    std::fs::write(&md_path, markdown(r))
-        .map_err(|e| BenchError::io(format!("write {}", md_path.display()), e))?;
-    Ok((json_path, md_path))
+    crate::report::write_result(out, &r.date, "passthrough", r, &markdown(r))
 }

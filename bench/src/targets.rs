@@ -76,7 +76,7 @@ fn write(path: &Path, text: &str) -> Result<(), BenchError> {
 /// nginx settings shared by origin and proxy: one process (`master_process off`, so the PID
 /// we measure is the one doing the work), no access log, keep-alive without request limits,
 /// temp paths inside our directory.
-fn nginx_common(dir: &Path) -> String {
+pub fn nginx_common(dir: &Path) -> String {
     let d = dir.display();
     format!(
         "worker_processes 1;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
@@ -138,7 +138,17 @@ pub struct Running {
     _dir: tempfile::TempDir,
 }
 
-fn tempdir(prefix: &str) -> Result<tempfile::TempDir, BenchError> {
+impl Running {
+    pub fn new(proc: Proc, addr: SocketAddr, dir: tempfile::TempDir) -> Self {
+        Running {
+            proc,
+            addr,
+            _dir: dir,
+        }
+    }
+}
+
+pub fn tempdir(prefix: &str) -> Result<tempfile::TempDir, BenchError> {
     tempfile::Builder::new()
         .prefix(prefix)
         .tempdir()
@@ -153,7 +163,7 @@ pub fn start_origin(nginx: &Path, cpu: usize, stop: &AtomicBool) -> Result<Runni
     start_nginx("origin", nginx, &conf, dir, port, cpu, stop)
 }
 
-fn start_nginx(
+pub fn start_nginx(
     name: &str,
     nginx: &Path,
     conf: &Path,
@@ -227,29 +237,41 @@ pub fn start_proxy(
                     ),
                 });
             }
-            let conf = dir.path().join("egressd.yaml");
-            write(
-                &conf,
-                &egressd_yaml(port, origin, &dir.path().join("access.log")),
-            )?;
-            let args = [
-                "run".to_string(),
-                "-c".to_string(),
-                conf.display().to_string(),
-                "--shards".to_string(),
-                "1".to_string(),
-                "--cpus".to_string(),
-                cpu.to_string(),
-            ];
-            let mut proc = Proc::spawn_pinned("egressd", cpu, &tools.egressd, &args, dir.path())?;
-            proc.wait_listening(addr, READY_TIMEOUT, stop)?;
-            Ok(Running {
-                proc,
-                addr,
-                _dir: dir,
-            })
+            let yaml = egressd_yaml(port, origin, &dir.path().join("access.log"));
+            start_egressd(&tools.egressd, dir, port, &yaml, cpu, stop)
         }
     }
+}
+
+/// Starts egressd on `yaml` (written into `dir`) with one shard pinned to `cpu`, and waits
+/// until it accepts on `port`.
+pub fn start_egressd(
+    egressd: &Path,
+    dir: tempfile::TempDir,
+    port: u16,
+    yaml: &str,
+    cpu: usize,
+    stop: &AtomicBool,
+) -> Result<Running, BenchError> {
+    let addr = loopback(port);
+    let conf = dir.path().join("egressd.yaml");
+    write(&conf, yaml)?;
+    let args = [
+        "run".to_string(),
+        "-c".to_string(),
+        conf.display().to_string(),
+        "--shards".to_string(),
+        "1".to_string(),
+        "--cpus".to_string(),
+        cpu.to_string(),
+    ];
+    let mut proc = Proc::spawn_pinned("egressd", cpu, egressd, &args, dir.path())?;
+    proc.wait_listening(addr, READY_TIMEOUT, stop)?;
+    Ok(Running {
+        proc,
+        addr,
+        _dir: dir,
+    })
 }
 
 /// Paths of the programs a run uses.
