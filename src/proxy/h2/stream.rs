@@ -60,7 +60,9 @@ async fn exchange(
         !connect && !body.is_end_stream() && !parts.headers.contains_key(header::CONTENT_LENGTH);
     let mut io = StreamIo::new(body, respond, chunked, parts.method == Method::HEAD);
     let wire = http1_head(&parts, chunked);
-    let mut buf = ReadBuf::new(head_limit);
+    // From the shard's buffer pool, given back below: zeroing a fresh 60 KiB buffer per
+    // stream was a third of this path's instructions (callgrind).
+    let mut buf = ReadBuf::lazy(head_limit);
     let mut head = RequestHead::default();
     let mut rec = log::new_record(start_time, info);
     rec.protocol = PROTOCOL_HTTP2;
@@ -69,7 +71,8 @@ async fn exchange(
     let parsed = if wire.len() > head_limit {
         Err(ProxyError::HeaderTooLarge)
     } else {
-        let _ = buf.fill(&mut &wire[..]).await;
+        let mut rest = &wire[..];
+        while !rest.is_empty() && matches!(buf.fill(&mut rest).await, Ok(n) if n > 0) {}
         match parse_request(buf.data(), limits.max_headers as usize, &mut head) {
             Ok(Some(len)) => Ok(len),
             Ok(None) => Err(ProxyError::HeaderTooLarge),
@@ -106,6 +109,7 @@ async fn exchange(
         }
     }
     io.finish(outcome.flag.is_some()).await;
+    buf.release();
     log::finish(&mut rec, started);
     let stats = &info.http_stats;
     stats.downstream_rq_total.inc();
