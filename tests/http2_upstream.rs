@@ -127,3 +127,75 @@ fn http1_and_http2_clients_share_one_multiplexed_http2_upstream_connection() {
         Some(23)
     );
 }
+
+/// nghttpd (nghttp2-server) on a free port, serving `docroot` over TLS with ALPN h2 only;
+/// killed on drop.
+struct Nghttpd(std::process::Child, u16);
+
+impl Nghttpd {
+    fn start(docroot: &std::path::Path, key: &std::path::Path, cert: &std::path::Path) -> Nghttpd {
+        let port = free_port();
+        let child = std::process::Command::new("nghttpd")
+            .arg(format!("--htdocs={}", docroot.display()))
+            .args(["--address=127.0.0.1", &port.to_string()])
+            .arg(key)
+            .arg(cert)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nghttpd (CI installs nghttp2-server)");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nghttpd did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Nghttpd(child, port)
+    }
+}
+
+impl Drop for Nghttpd {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn tls_origination_negotiates_h2_by_alpn_and_multiplexes_on_one_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = common::tls::Pki::new(dir.path(), "upstream");
+    let leaf = pki.issue(&egressd::tls::demo_pki::LeafSpec::new("cnn").dns("edition.cnn.com"));
+    let (key, cert) = (
+        dir.path().join("up-key.pem"),
+        dir.path().join("up-cert.pem"),
+    );
+    std::fs::write(&key, &leaf.key_pem).unwrap();
+    std::fs::write(&cert, &leaf.cert_pem).unwrap();
+    let docroot = dir.path().join("www");
+    std::fs::create_dir_all(&docroot).unwrap();
+    std::fs::write(docroot.join("politics"), "served over h2\n").unwrap();
+    let upstream = Nghttpd::start(&docroot, &key, &cert);
+    let resources = format!(
+        "apiVersion: networking.istio.io/v1alpha3\nkind: ServiceEntry\nmetadata: {{name: cnn}}\nspec:\n  hosts: [edition.cnn.com]\n  ports:\n  - {{number: 443, name: https, protocol: HTTPS}}\n  resolution: STATIC\n  endpoints:\n  - {{address: 127.0.0.1, ports: {{https: {}}}}}\n---\n{}apiVersion: networking.istio.io/v1alpha3\nkind: VirtualService\nmetadata: {{name: cnn}}\nspec:\n  hosts: [edition.cnn.com]\n  gateways: [egress]\n  http:\n  - route:\n    - destination: {{host: edition.cnn.com, port: {{number: 443}}}}\n---\napiVersion: networking.istio.io/v1alpha3\nkind: DestinationRule\nmetadata: {{name: cnn-h2}}\nspec:\n  host: edition.cnn.com\n  trafficPolicy:\n    connectionPool:\n      http: {{h2UpgradePolicy: UPGRADE}}\n    tls: {{mode: SIMPLE, caCertificates: {}}}\n",
+        upstream.1,
+        http_gateway(),
+        pki.root.display()
+    );
+    let port = free_port();
+    let gw = Gateway::start(&[(80, port)], &resources, &["--shards", "1"]);
+    for i in 0..20 {
+        let resp = http1(
+            port,
+            format!("GET /politics?n={i} HTTP/1.1\r\nHost: edition.cnn.com\r\nConnection: close\r\n\r\n").as_bytes(),
+        );
+        assert!(resp.starts_with("HTTP/1.1 200 OK"), "{resp}");
+        assert!(resp.ends_with("\r\n\r\nserved over h2\n"), "{resp}");
+    }
+    let cluster = "cluster.outbound|443||edition.cnn.com";
+    assert_eq!(gw.stat(&format!("{cluster}.upstream_cx_total")), Some(1));
+    assert_eq!(gw.stat(&format!("{cluster}.ssl.handshake")), Some(1));
+    assert_eq!(gw.stat(&format!("{cluster}.upstream_rq_200")), Some(20));
+}
