@@ -80,7 +80,10 @@ pub async fn serve<D: AsyncRead + AsyncWrite + Unpin>(
         {
             let replay = buf.data().to_vec();
             let mut down = crate::tls::rewind::Rewind::new(replay, down);
-            return crate::proxy::h2::conn::serve(shard, &mut down, info).await;
+            // Boxed: the HTTP/2 state is 13 KiB and would otherwise size (and be copied with)
+            // every HTTP/1.1 connection's task.
+            let h2 = Box::pin(crate::proxy::h2::conn::serve(shard, &mut down, info));
+            return h2.await;
         }
         let start_time = SystemTime::now();
         let started = Instant::now();
