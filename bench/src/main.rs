@@ -32,6 +32,10 @@ enum Cmd {
     /// TLS passthrough by SNI: bulk Gbit/s and CPU per GB, new connections per second and
     /// CPU per connection; direct, egressd (splice and copy), haproxy `mode tcp`.
     Passthrough(Opts),
+    /// New mutual-TLS connections (the bench as the sidecar): egressd vs haproxy vs direct.
+    Mtls(Opts),
+    /// Plain HTTP in, TLS origination out (pooled) vs egressd plain HTTP vs direct.
+    Origination(Opts),
     /// Every scenario (for now: http).
     All(Opts),
 }
@@ -127,6 +131,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Http(o) | Cmd::All(o) => run(o),
         Cmd::Passthrough(o) => run_passthrough(o),
+        Cmd::Mtls(o) => run_tls(o, "mtls"),
+        Cmd::Origination(o) => run_tls(o, "origination"),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -311,6 +317,88 @@ fn run_passthrough(o: Opts) -> Result<(), BenchError> {
         tracing::warn!(
             "run not clean (a target skipped or errors counted): no result files written"
         );
+    }
+    Ok(())
+}
+
+/// The TLS scenarios (issue 4): same pinning and signal handling as `http`.
+fn run_tls(o: Opts, which: &str) -> Result<(), BenchError> {
+    let snapshot = Snapshot::take();
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .map_err(|e| BenchError::io("install signal handler", e))?;
+    }
+    if o.loadgen_cpu == o.target_cpu {
+        return Err(BenchError::Usage(
+            "--loadgen-cpu and --target-cpu must differ".into(),
+        ));
+    }
+    if !core_affinity::set_for_current(core_affinity::CoreId { id: o.loadgen_cpu }) {
+        return Err(BenchError::Machine(format!(
+            "cannot pin to CPU {}",
+            o.loadgen_cpu
+        )));
+    }
+    let (dur, warm, rounds) = if o.quick {
+        (2.0, 0.5, 1)
+    } else {
+        (5.0, 1.0, 3)
+    };
+    let duration = o.duration.unwrap_or(Duration::from_secs_f64(dur));
+    let warmup = o.warmup.unwrap_or(Duration::from_secs_f64(warm));
+    let rounds = o.rounds.unwrap_or(rounds).max(1);
+    let now = time::OffsetDateTime::now_utc();
+    let stamp = (
+        now.format(time::macros::format_description!("[year]-[month]-[day]"))
+            .unwrap_or_default(),
+        now.format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+    );
+    let tools = Tools {
+        nginx: find_tool("nginx"),
+        haproxy: find_tool("haproxy"),
+        egressd: o.egressd.clone().unwrap_or_else(default_egressd),
+        wrk: find_tool("wrk"),
+    };
+    let written = if which == "mtls" {
+        let plan = bench::mtls::Plan {
+            duration,
+            warmup,
+            clients: 8,
+            target_cpu: o.target_cpu,
+            egressd: tools.egressd.clone(),
+            haproxy: tools.haproxy.clone(),
+        };
+        let run = bench::mtls_report::Run {
+            plan,
+            rounds,
+            nginx: &tools.nginx,
+            loadgen_cpu: o.loadgen_cpu,
+            out: &o.out,
+            snapshot,
+            date: stamp.0,
+            started_utc: stamp.1,
+        };
+        bench::mtls_report::run(run, &stop)?
+    } else {
+        let opts = Options {
+            connections: o.connections,
+            duration,
+            warmup,
+            rounds,
+            rate: o.rate,
+            sweep: Vec::new(),
+            wrk_duration: Duration::ZERO,
+            loadgen_cpu: o.loadgen_cpu,
+            target_cpu: o.target_cpu,
+            tools,
+            only: TargetKind::ALL.to_vec(),
+        };
+        bench::origination::run(&opts, &o.out, snapshot, stamp, &stop)?
+    };
+    if let Some((json, md)) = written {
+        println!("{}\n{}", json.display(), md.display());
     }
     Ok(())
 }

@@ -228,15 +228,27 @@ pub fn ratios(targets: &[TargetResult], subject: &str) -> BTreeMap<String, Ratio
 
 /// Writes both files and returns their paths.
 pub fn write_files(r: &Report, out: &Path, tag: &str) -> Result<(PathBuf, PathBuf), BenchError> {
+    write_pair(out, &r.date, tag, r, &crate::markdown::render(r))
+}
+
+/// Writes `<out>/<date>-<tag>.json` (pretty `value`) and `.md` (`markdown`), returning their
+/// paths; every scenario's result files go through here.
+pub fn write_pair(
+    out: &Path,
+    date: &str,
+    tag: &str,
+    value: &impl Serialize,
+    markdown: &str,
+) -> Result<(PathBuf, PathBuf), BenchError> {
     std::fs::create_dir_all(out)
         .map_err(|e| BenchError::io(format!("create {}", out.display()), e))?;
-    let json_path = out.join(format!("{}-{tag}.json", r.date));
-    let md_path = out.join(format!("{}-{tag}.md", r.date));
-    let json = serde_json::to_string_pretty(r)
+    let json_path = out.join(format!("{date}-{tag}.json"));
+    let md_path = out.join(format!("{date}-{tag}.md"));
+    let json = serde_json::to_string_pretty(value)
         .map_err(|e| BenchError::io("serialize report", e.into()))?;
     std::fs::write(&json_path, json + "\n")
         .map_err(|e| BenchError::io(format!("write {}", json_path.display()), e))?;
-    std::fs::write(&md_path, crate::markdown::render(r))
+    std::fs::write(&md_path, markdown)
         .map_err(|e| BenchError::io(format!("write {}", md_path.display()), e))?;
     Ok((json_path, md_path))
 }
