@@ -106,6 +106,8 @@ pub fn run(r: Run<'_>, stop: &AtomicBool) -> Result<Option<(PathBuf, PathBuf)>, 
         notes: vec![
             "Goal (issue 4): egressd's new mTLS connections per CPU-second at least 3x haproxy's; ratio `egressd/haproxy` conn_per_cpu_s.".into(),
             "The clients share one CPU; when loadgen CPU µs/conn × handshakes/s nears 1 s/s they, not the proxy, set the rate, and CPU per connection is the figure to compare.".into(),
+            "A load average well above the 2 CPUs (see Machine) means other jobs shared the cores: rates (direct's above all) move between rounds; CPU per connection moves much less. Every round is in the JSON.".into(),
+            "egressd issues 2 TLS 1.3 tickets per full handshake (haproxy/OpenSSL issues 2 as well); their cost is inside the full-handshake figures.".into(),
         ],
     };
     print!("{}", markdown(&report));

@@ -314,6 +314,7 @@ pub fn run(
             "Goal (issue 4): egressd-origination at least 0.8x egressd-plain req/s (ratio egressd-origination/egressd-plain, req/s column).".into(),
             "Pooling: upstream_cx_total and upstream_rq_total from egressd's admin /stats after each egressd phase (whole phase, warm-up included): connections opened vs requests sent upstream.".into(),
             "direct is plain HTTP; its CPU µs/req is the origin's own.".into(),
+            "A load average well above the 2 CPUs means other jobs shared the cores: compare within this file; every window is listed with its target-CPU busy share.".into(),
         ],
     };
     let mut md = crate::markdown::render(&report);
