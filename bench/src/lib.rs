@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod framing;
+pub mod launch;
 pub mod loadgen;
 pub mod machine;
 pub mod markdown;

@@ -7,12 +7,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bench::error::BenchError;
-use bench::machine::Snapshot;
 use bench::report::{self, Layout, Report};
 use bench::scenario::{self, Options};
 use bench::targets::{self, TargetKind, Tools};
@@ -144,44 +141,14 @@ fn main() -> ExitCode {
 }
 
 fn run(o: Opts) -> Result<(), BenchError> {
-    // Before pinning, so the notes show the CPUs the run was given.
-    let snapshot = Snapshot::take();
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))
-            .map_err(|e| BenchError::io("install signal handler", e))?;
-    }
-    let cores = core_affinity::get_core_ids().unwrap_or_default();
-    for cpu in [o.loadgen_cpu, o.target_cpu] {
-        if !cores.iter().any(|c| c.id == cpu) {
-            return Err(BenchError::Machine(format!(
-                "CPU {cpu} is not in this process's affinity mask"
-            )));
-        }
-    }
-    if o.loadgen_cpu == o.target_cpu {
-        return Err(BenchError::Usage(
-            "--loadgen-cpu and --target-cpu must differ".into(),
-        ));
-    }
-    // The load generator runs on this thread; spawned processes are re-pinned by taskset.
-    if !core_affinity::set_for_current(core_affinity::CoreId { id: o.loadgen_cpu }) {
-        return Err(BenchError::Machine(format!(
-            "cannot pin to CPU {}",
-            o.loadgen_cpu
-        )));
-    }
+    let launch = bench::launch::prepare(o.loadgen_cpu, o.target_cpu)?;
+    let (snapshot, stop) = (launch.snapshot, launch.stop);
     let (dur, warm, rounds, wrk) = if o.quick {
         (2.0, 0.5, 1, 2)
     } else {
         (10.0, 2.0, 2, 5)
     };
-    let tools = Tools {
-        nginx: find_tool("nginx"),
-        haproxy: find_tool("haproxy"),
-        egressd: o.egressd.clone().unwrap_or_else(default_egressd),
-        wrk: find_tool("wrk"),
-    };
+    let tools = tools(&o);
     let opts = Options {
         connections: o.connections,
         duration: o.duration.unwrap_or(Duration::from_secs_f64(dur)),
@@ -199,14 +166,7 @@ fn run(o: Opts) -> Result<(), BenchError> {
             o.only.clone()
         },
     };
-    let now = time::OffsetDateTime::now_utc();
-    let date = now
-        .format(time::macros::format_description!("[year]-[month]-[day]"))
-        .unwrap_or_default();
-    let started = now
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
-
+    let (date, started) = (launch.date, launch.started_utc);
     let outcome = scenario::run_http(&opts, &stop)?;
 
     let mut versions = targets::tool_versions(&tools);
@@ -253,24 +213,9 @@ fn run_passthrough(o: Opts) -> Result<(), BenchError> {
     use bench::passthrough::Plan;
     use bench::passthrough_report::{self as pr, PassthroughReport};
 
-    let snapshot = Snapshot::take();
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))
-            .map_err(|e| BenchError::io("install signal handler", e))?;
-    }
-    if o.loadgen_cpu == o.target_cpu {
-        return Err(BenchError::Usage(
-            "--loadgen-cpu and --target-cpu must differ".into(),
-        ));
-    }
     // Clients and the origin run on threads of this process, which inherit this pinning.
-    if !core_affinity::set_for_current(core_affinity::CoreId { id: o.loadgen_cpu }) {
-        return Err(BenchError::Machine(format!(
-            "cannot pin to CPU {}",
-            o.loadgen_cpu
-        )));
-    }
+    let launch = bench::launch::prepare(o.loadgen_cpu, o.target_cpu)?;
+    let (snapshot, stop) = (launch.snapshot, launch.stop);
     let (bulk, dur, rounds) = if o.quick {
         (1u64 << 30, 2.0, 1)
     } else {
@@ -284,13 +229,7 @@ fn run_passthrough(o: Opts) -> Result<(), BenchError> {
         egressd: o.egressd.clone().unwrap_or_else(default_egressd),
         haproxy: find_tool("haproxy"),
     };
-    let now = time::OffsetDateTime::now_utc();
-    let date = now
-        .format(time::macros::format_description!("[year]-[month]-[day]"))
-        .unwrap_or_default();
-    let started = now
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
+    let (date, started) = (launch.date, launch.started_utc);
     let (all, skipped) = pr::run(&plan, o.rounds.unwrap_or(rounds).max(1), &stop)?;
     let report = PassthroughReport {
         date,
@@ -321,81 +260,41 @@ fn run_passthrough(o: Opts) -> Result<(), BenchError> {
     Ok(())
 }
 
-/// The TLS scenarios (issue 4): same pinning and signal handling as `http`.
+/// Paths of the programs a run uses.
+fn tools(o: &Opts) -> Tools {
+    Tools {
+        nginx: find_tool("nginx"),
+        haproxy: find_tool("haproxy"),
+        egressd: o.egressd.clone().unwrap_or_else(default_egressd),
+        wrk: find_tool("wrk"),
+    }
+}
+
+/// The TLS scenarios (issue 4): 3 rounds of 1 s warm-up + 5 s by default.
 fn run_tls(o: Opts, which: &str) -> Result<(), BenchError> {
-    let snapshot = Snapshot::take();
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))
-            .map_err(|e| BenchError::io("install signal handler", e))?;
-    }
-    if o.loadgen_cpu == o.target_cpu {
-        return Err(BenchError::Usage(
-            "--loadgen-cpu and --target-cpu must differ".into(),
-        ));
-    }
-    if !core_affinity::set_for_current(core_affinity::CoreId { id: o.loadgen_cpu }) {
-        return Err(BenchError::Machine(format!(
-            "cannot pin to CPU {}",
-            o.loadgen_cpu
-        )));
-    }
+    let launch = bench::launch::prepare(o.loadgen_cpu, o.target_cpu)?;
     let (dur, warm, rounds) = if o.quick {
         (2.0, 0.5, 1)
     } else {
         (5.0, 1.0, 3)
     };
-    let duration = o.duration.unwrap_or(Duration::from_secs_f64(dur));
-    let warmup = o.warmup.unwrap_or(Duration::from_secs_f64(warm));
-    let rounds = o.rounds.unwrap_or(rounds).max(1);
-    let now = time::OffsetDateTime::now_utc();
-    let stamp = (
-        now.format(time::macros::format_description!("[year]-[month]-[day]"))
-            .unwrap_or_default(),
-        now.format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default(),
-    );
-    let tools = Tools {
-        nginx: find_tool("nginx"),
-        haproxy: find_tool("haproxy"),
-        egressd: o.egressd.clone().unwrap_or_else(default_egressd),
-        wrk: find_tool("wrk"),
+    let tools = tools(&o);
+    let opts = Options {
+        connections: o.connections,
+        duration: o.duration.unwrap_or(Duration::from_secs_f64(dur)),
+        warmup: o.warmup.unwrap_or(Duration::from_secs_f64(warm)),
+        rounds: o.rounds.unwrap_or(rounds).max(1),
+        rate: o.rate,
+        sweep: Vec::new(),
+        wrk_duration: Duration::ZERO,
+        loadgen_cpu: o.loadgen_cpu,
+        target_cpu: o.target_cpu,
+        tools,
+        only: TargetKind::ALL.to_vec(),
     };
-    let written = if which == "mtls" {
-        let plan = bench::mtls::Plan {
-            duration,
-            warmup,
-            clients: 8,
-            target_cpu: o.target_cpu,
-            egressd: tools.egressd.clone(),
-            haproxy: tools.haproxy.clone(),
-        };
-        let run = bench::mtls_report::Run {
-            plan,
-            rounds,
-            nginx: &tools.nginx,
-            loadgen_cpu: o.loadgen_cpu,
-            out: &o.out,
-            snapshot,
-            date: stamp.0,
-            started_utc: stamp.1,
-        };
-        bench::mtls_report::run(run, &stop)?
-    } else {
-        let opts = Options {
-            connections: o.connections,
-            duration,
-            warmup,
-            rounds,
-            rate: o.rate,
-            sweep: Vec::new(),
-            wrk_duration: Duration::ZERO,
-            loadgen_cpu: o.loadgen_cpu,
-            target_cpu: o.target_cpu,
-            tools,
-            only: TargetKind::ALL.to_vec(),
-        };
-        bench::origination::run(&opts, &o.out, snapshot, stamp, &stop)?
+    let written = match which {
+        "mtls" => bench::mtls_report::run(&opts, &o.out, launch)?,
+        _ => bench::origination::run(&opts, &o.out, launch)?,
     };
     if let Some((json, md)) = written {
         println!("{}\n{}", json.display(), md.display());

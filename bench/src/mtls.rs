@@ -11,7 +11,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -100,7 +100,7 @@ pub fn request_bytes() -> Vec<u8> {
     format!("GET / HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n").into_bytes()
 }
 
-fn egressd_yaml(port: u16, origin: SocketAddr, pki: &Pki, log: &std::path::Path) -> String {
+fn egressd_yaml(port: u16, origin: SocketAddr, pki: &Pki, log: &Path) -> String {
     format!(
         "apiVersion: egressd.io/v1alpha1\nkind: EgressGateway\nmetadata: {{name: egressd}}\nspec:\n  bindAddress: 127.0.0.1\n  portMap: {{443: {port}}}\n  admin: \"\"\n  limits: {{maxConnections: 2000}}\n  accessLog: {{path: \"{log}\", format: istio}}\n  logLevel: info\n\
          ---\napiVersion: networking.istio.io/v1beta1\nkind: ServiceEntry\nmetadata: {{name: bench-origin}}\nspec:\n  hosts: [{HOST}]\n  ports:\n  - {{number: 80, name: http, protocol: HTTP}}\n  resolution: STATIC\n  endpoints:\n  - address: {ip}\n    ports: {{http: {oport}}}\n\
@@ -359,22 +359,15 @@ mod tests {
 
     #[test]
     fn configs_terminate_mutual_tls_and_route_to_the_origin() {
-        let pki = Pki {
-            root: "/p/root.pem".into(),
-            server_cert: "/p/cert.pem".into(),
-            server_key: "/p/key.pem".into(),
-            server_combined: "/p/both.pem".into(),
-            client_cert: "/p/c.pem".into(),
-            client_key: "/p/ck.pem".into(),
-        };
+        let pki = Pki::at(Path::new("/p"));
         let origin: SocketAddr = "127.0.0.1:9000".parse().expect("addr");
         let h = haproxy_cfg(8443, origin, &pki);
         assert!(h.contains(
-            "bind 127.0.0.1:8443 ssl crt /p/both.pem ca-file /p/root.pem verify required"
+            "bind 127.0.0.1:8443 ssl crt /p/server-combined.pem ca-file /p/root-cert.pem verify required"
         ));
         assert!(h.contains("server o1 127.0.0.1:9000"));
-        let e = egressd_yaml(8443, origin, &pki, std::path::Path::new("/l"));
-        assert!(e.contains("mode: MUTUAL") && e.contains("caCertificates: /p/root.pem"));
+        let e = egressd_yaml(8443, origin, &pki, Path::new("/l"));
+        assert!(e.contains("mode: MUTUAL") && e.contains("caCertificates: /p/root-cert.pem"));
         assert!(e.contains("portMap: {443: 8443}") && e.contains("ports: {http: 9000}"));
         assert_eq!(e.matches("\n---\n").count(), 3);
     }

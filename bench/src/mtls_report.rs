@@ -13,10 +13,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use serde::Serialize;
 
 use crate::error::BenchError;
-use crate::machine::{round3, Machine, Snapshot};
+use crate::launch::Launch;
+use crate::machine::{round3, Machine};
 use crate::mtls::{measure, Measured, Plan, Target};
 use crate::pki::Pki;
 use crate::report::{median, write_pair};
+use crate::scenario::Options;
 use crate::targets;
 
 #[derive(Debug, Serialize)]
@@ -42,32 +44,38 @@ pub struct Ratio {
     pub handshakes_per_s: Option<f64>,
 }
 
-/// Where the run happens and what it may use.
-pub struct Run<'a> {
-    pub plan: Plan,
-    pub rounds: usize,
-    pub nginx: &'a Path,
-    pub loadgen_cpu: usize,
-    pub out: &'a Path,
-    pub snapshot: Snapshot,
-    pub date: String,
-    pub started_utc: String,
-}
+/// Sidecar client threads: enough to keep one proxy core busy while the clients' own
+/// handshake work shares the load generator's core.
+pub const CLIENTS: usize = 8;
 
-/// Runs every round, prints the Markdown, and writes the files when the run was clean
+/// Runs every round of `o` (durations, rounds, CPUs, tools; `connections` and `rate` are
+/// not used), prints the Markdown, and writes `<out>/<date>-mtls.*` when the run was clean
 /// (every target measured, no failed connection). Returns the paths written, if any.
-pub fn run(r: Run<'_>, stop: &AtomicBool) -> Result<Option<(PathBuf, PathBuf)>, BenchError> {
+pub fn run(
+    o: &Options,
+    out: &Path,
+    launch: Launch,
+) -> Result<Option<(PathBuf, PathBuf)>, BenchError> {
+    let stop: &AtomicBool = &launch.stop;
+    let plan = Plan {
+        duration: o.duration,
+        warmup: o.warmup,
+        clients: CLIENTS,
+        target_cpu: o.target_cpu,
+        egressd: o.tools.egressd.clone(),
+        haproxy: o.tools.haproxy.clone(),
+    };
     let dir = targets::tempdir("bench-mtls-pki-")?;
     let pki = Pki::write(dir.path())?;
-    let origin = targets::start_origin(r.nginx, r.plan.target_cpu, stop)?;
+    let origin = targets::start_origin(&o.tools.nginx, plan.target_cpu, stop)?;
     let mut all = Vec::new();
     let mut skipped: Vec<(Target, String)> = Vec::new();
-    for round in 0..r.rounds {
+    for round in 0..o.rounds {
         for target in Target::ALL {
             if skipped.iter().any(|(t, _)| *t == target) {
                 continue;
             }
-            match measure(target, &r.plan, &origin, &pki, stop) {
+            match measure(target, &plan, &origin, &pki, stop) {
                 Ok(m) => {
                     tracing::info!(target = target.name(), round, conn_s = m.handshakes_per_s, cpu_us_per_conn = ?m.proxy_cpu_us_per_conn, resumed = m.resumed, errors = m.errors, "measured");
                     all.push(m);
@@ -86,12 +94,12 @@ pub fn run(r: Run<'_>, stop: &AtomicBool) -> Result<Option<(PathBuf, PathBuf)>, 
     drop(origin);
     let medians = medians(&all);
     let report = MtlsReport {
-        date: r.date,
-        started_utc: r.started_utc,
-        machine: r.snapshot.finish(8),
+        date: launch.date,
+        started_utc: launch.started_utc,
+        machine: launch.snapshot.finish(8),
         layout: vec![
-            format!("sidecar clients: {} threads of the bench process on CPU {}, closed loop, {:?} warm-up then {:?} measured per target", r.plan.clients, r.loadgen_cpu, r.plan.warmup, r.plan.duration),
-            format!("origin: nginx (plain HTTP, one process, master_process off) and the proxy under test, both pinned to CPU {}", r.plan.target_cpu),
+            format!("sidecar clients: {} threads of the bench process on CPU {}, closed loop, {:?} warm-up then {:?} measured per target", plan.clients, o.loadgen_cpu, plan.warmup, plan.duration),
+            format!("origin: nginx (plain HTTP, one process, master_process off) and the proxy under test, both pinned to CPU {}", plan.target_cpu),
             "each connection: TCP connect, TLS handshake with a client certificate (rustls 0.23 client, aws-lc-rs; ECDSA P-256 CA, server and client certificates made by rcgen), GET / with Connection: close, response read until the server closes".into(),
             "egressd: run --shards 1 --cpus <target>, Gateway HTTPS server with tls MUTUAL (serverCertificate, privateKey, caCertificates), http route to the origin, access log on (istio format, temp file)".into(),
             "haproxy: nbthread 1, bind ... ssl crt <cert+key> ca-file <root> verify required, mode http, http-reuse always, option forwardfor, no logging".into(),
@@ -119,7 +127,7 @@ pub fn run(r: Run<'_>, stop: &AtomicBool) -> Result<Option<(PathBuf, PathBuf)>, 
         return Ok(None);
     }
     let md = markdown(&report);
-    write_pair(r.out, &report.date, "mtls", &report, &md).map(Some)
+    write_pair(out, &report.date, "mtls", &report, &md).map(Some)
 }
 
 /// Field-wise medians of each target's rounds.

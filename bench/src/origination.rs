@@ -19,8 +19,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::error::BenchError;
+use crate::launch::Launch;
 use crate::loadgen::{LoadSpec, Mode};
-use crate::machine::Snapshot;
 use crate::pki::Pki;
 use crate::report::{self, Layout, Report, Scenario, TargetResult};
 use crate::scenario::{window, Options, PhaseOutcome};
@@ -217,10 +217,9 @@ fn phase(
 pub fn run(
     o: &Options,
     out: &Path,
-    snapshot: Snapshot,
-    (date, started_utc): (String, String),
-    stop: &AtomicBool,
+    launch: Launch,
 ) -> Result<Option<(PathBuf, PathBuf)>, BenchError> {
+    let stop: &AtomicBool = &launch.stop;
     let pki_dir = targets::tempdir("bench-origination-pki-")?;
     let pki = Pki::write(pki_dir.path())?;
     let dir = targets::tempdir("bench-origin-")?;
@@ -283,9 +282,9 @@ pub fn run(
     drop(env);
     let ratios = report::ratios(&results, "egressd-origination");
     let report = Report {
-        date,
-        started_utc,
-        machine: snapshot.finish(8),
+        date: launch.date,
+        started_utc: launch.started_utc,
+        machine: launch.snapshot.finish(8),
         layout: Layout {
             loadgen_cpu: o.loadgen_cpu,
             target_cpu: o.target_cpu,
@@ -373,14 +372,7 @@ mod tests {
 
     #[test]
     fn egressd_originates_tls_only_for_the_tls_host() {
-        let pki = Pki {
-            root: "/p/root.pem".into(),
-            server_cert: "/p/c.pem".into(),
-            server_key: "/p/k.pem".into(),
-            server_combined: "/p/b.pem".into(),
-            client_cert: "/p/cc.pem".into(),
-            client_key: "/p/ck.pem".into(),
-        };
+        let pki = Pki::at(Path::new("/p"));
         let y = egressd_yaml(
             8080,
             15000,
@@ -392,12 +384,13 @@ mod tests {
         assert!(y.contains("ports: {https: 9443}") && y.contains("ports: {http: 9000}"));
         assert!(
             y.contains("host: tls.bench.local\n  trafficPolicy")
-                && y.contains("mode: SIMPLE, caCertificates: /p/root.pem")
+                && y.contains("mode: SIMPLE, caCertificates: /p/root-cert.pem")
         );
         assert_eq!(y.matches("\n---\n").count(), 6);
         let o = origin_conf(Path::new("/d"), 9000, 9443, &pki);
         assert!(
-            o.contains("listen 127.0.0.1:9443 ssl;") && o.contains("ssl_certificate /p/c.pem;")
+            o.contains("listen 127.0.0.1:9443 ssl;")
+                && o.contains("ssl_certificate /p/server-cert.pem;")
         );
     }
 }

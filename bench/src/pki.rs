@@ -68,6 +68,18 @@ fn leaf(
 }
 
 impl Pki {
+    /// The file names `write` uses in `dir` (nothing is read or written).
+    pub fn at(dir: &Path) -> Pki {
+        Pki {
+            root: dir.join("root-cert.pem"),
+            server_cert: dir.join("server-cert.pem"),
+            server_key: dir.join("server-key.pem"),
+            server_combined: dir.join("server-combined.pem"),
+            client_cert: dir.join("client-cert.pem"),
+            client_key: dir.join("client-key.pem"),
+        }
+    }
+
     /// Generates the PKI and writes it into `dir`.
     pub fn write(dir: &Path) -> Result<Pki, BenchError> {
         let mut p = CertificateParams::default();
@@ -87,14 +99,7 @@ impl Pki {
         let (server_cert, server_key) = leaf(&ca, "bench server", sans)?;
         let uri = SanType::URI(CLIENT_SPIFFE.try_into().map_err(|e| gen("client", e))?);
         let (client_cert, client_key) = leaf(&ca, "sleep", vec![uri])?;
-        let pki = Pki {
-            root: dir.join("root-cert.pem"),
-            server_cert: dir.join("server-cert.pem"),
-            server_key: dir.join("server-key.pem"),
-            server_combined: dir.join("server-combined.pem"),
-            client_cert: dir.join("client-cert.pem"),
-            client_key: dir.join("client-key.pem"),
-        };
+        let pki = Pki::at(dir);
         let files = [
             (&pki.root, ca.pem()),
             (&pki.server_cert, server_cert.clone()),
