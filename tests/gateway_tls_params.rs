@@ -129,3 +129,24 @@ fn a_maximum_below_the_minimum_or_below_tls12_is_refused() {
     let text = gateway("      cipherSuites: []\n");
     assert_one_error(&text, 14, 21, "an empty list would allow no TLS 1.2 suite");
 }
+
+#[test]
+fn cipher_suites_that_cannot_apply_only_warn() {
+    let text = gateway(
+        "      minProtocolVersion: TLSV1_3\n      cipherSuites: [ECDHE-RSA-AES128-GCM-SHA256]\n",
+    );
+    let loaded = load_str(&text, Path::new("gw.yaml"), LoadMode::Validate).expect("loads");
+    let warning = loaded
+        .warnings
+        .iter()
+        .find(|w| w.message.contains("cipherSuites: has no effect"))
+        .unwrap_or_else(|| panic!("no warning: {:#?}", loaded.warnings));
+    assert_eq!(warning.position(), (15, 21));
+    assert!(warning.message.contains("TLSV1_3"), "{}", warning.message);
+    let plain = gateway("      cipherSuites: [ECDHE-RSA-AES128-GCM-SHA256]\n");
+    let loaded = load_str(&plain, Path::new("gw.yaml"), LoadMode::Validate).expect("loads");
+    assert!(!loaded
+        .warnings
+        .iter()
+        .any(|w| w.message.contains("has no effect")));
+}

@@ -144,6 +144,7 @@ fn server_tls(cx: &mut Cx, t: &mut Obj<'_>) -> Option<ServerTls> {
     let (min_protocol_version, max_protocol_version) = tls_params::versions(cx, t);
     let cipher_suites = tls_params::cipher_suites(cx, t);
     let mode = mode?;
+    tls_params::warn_ineffective(cx, t, mode, &min_protocol_version, &cipher_suites);
     let required: &[(&str, bool)] = match mode {
         ServerTlsMode::Simple => &[
             ("serverCertificate", server_certificate.is_some()),

@@ -11,7 +11,7 @@
 //! to rustls suites) and the version order. Must not: know rustls.
 
 use super::context::Cx;
-use super::model::Spanned;
+use super::model::{ServerTlsMode, Spanned};
 use super::reader::Obj;
 
 /// Accepted names, in egressd's default server preference order.
@@ -121,6 +121,31 @@ pub(crate) fn cipher_suites(cx: &mut Cx, t: &mut Obj<'_>) -> Vec<String> {
         cx.error(&span, msg);
     }
     out
+}
+
+/// `cipherSuites` that cannot apply: PASSTHROUGH terminates nothing, and a TLS 1.3 minimum
+/// negotiates no TLS 1.2 suite. Valid, so a warning (at the field) rather than an error.
+pub(crate) fn warn_ineffective(
+    cx: &mut Cx,
+    t: &mut Obj<'_>,
+    mode: ServerTlsMode,
+    min: &Option<String>,
+    suites: &[String],
+) {
+    let why = if suites.is_empty() {
+        return;
+    } else if mode == ServerTlsMode::Passthrough {
+        "tls mode PASSTHROUGH does not terminate TLS"
+    } else if min.as_deref() == Some("TLSV1_3") {
+        "minProtocolVersion TLSV1_3 leaves no TLS 1.2 handshake to apply it to"
+    } else {
+        return;
+    };
+    let msg = format!("{}: has no effect: {why}", t.path_of("cipherSuites"));
+    let span = t
+        .node(cx, "cipherSuites")
+        .map_or_else(|| t.span().clone(), |n| n.span.clone());
+    cx.warn(&span, msg);
 }
 
 /// The accepted spelling of `name`, or why not.
