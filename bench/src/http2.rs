@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::error::BenchError;
-use crate::procs::Proc;
 use crate::targets::{self, Running, HOST};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -112,28 +111,38 @@ fn start_proxy(
     let log = dir.path().join("access.log");
     match target {
         Target::Direct => Err(BenchError::Usage("direct has no proxy".into())),
-        Target::Egressd => {
-            let yaml = targets::egressd_yaml(port, h1, &log);
-            targets::start_egressd(&plan.egressd, dir, port, &yaml, plan.target_cpu, stop)
-        }
-        Target::EgressdH2Upstream => {
-            let yaml = targets::egressd_yaml(port, h2, &log) + H2_UPGRADE;
-            targets::start_egressd(&plan.egressd, dir, port, &yaml, plan.target_cpu, stop)
+        Target::Egressd | Target::EgressdH2Upstream => {
+            let yaml = match target {
+                Target::Egressd => targets::egressd_yaml(port, h1, &log),
+                _ => targets::egressd_yaml(port, h2, &log) + H2_UPGRADE,
+            };
+            let args = targets::egressd_args(plan.target_cpu);
+            let conf = ("egressd.yaml", yaml.as_str());
+            targets::start_with_config(
+                "egressd",
+                &plan.egressd,
+                args,
+                conf,
+                dir,
+                port,
+                plan.target_cpu,
+                stop,
+            )
         }
         Target::Haproxy => {
-            let conf = dir.path().join("haproxy.cfg");
-            std::fs::write(&conf, haproxy_h2_cfg(port, h1))
-                .map_err(|e| BenchError::io("write haproxy.cfg", e))?;
-            let args = [
-                "-db".to_string(),
-                "-f".to_string(),
-                conf.display().to_string(),
-            ];
-            let mut proc =
-                Proc::spawn_pinned("haproxy", plan.target_cpu, &plan.haproxy, &args, dir.path())?;
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            proc.wait_listening(addr, Duration::from_secs(10), stop)?;
-            Ok(Running::new(proc, addr, dir))
+            let args = vec!["-db".into(), "-f".into()];
+            let cfg = haproxy_h2_cfg(port, h1);
+            let conf = ("haproxy.cfg", cfg.as_str());
+            targets::start_with_config(
+                "haproxy",
+                &plan.haproxy,
+                args,
+                conf,
+                dir,
+                port,
+                plan.target_cpu,
+                stop,
+            )
         }
     }
 }

@@ -7,12 +7,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bench::error::BenchError;
-use bench::machine::Snapshot;
 use bench::report::{self, Layout, Report};
 use bench::scenario::{self, Options};
 use bench::targets::{self, TargetKind, Tools};
@@ -35,6 +32,10 @@ enum Cmd {
     /// HTTP/2: h2load, many streams over few connections; direct (h2c origin), egressd
     /// (HTTP/1.1 pooled upstream and h2UpgradePolicy UPGRADE), haproxy `proto h2`.
     Http2(Opts),
+    /// New mutual-TLS connections (the bench as the sidecar): egressd vs haproxy vs direct.
+    Mtls(Opts),
+    /// Plain HTTP in, TLS origination out (pooled) vs egressd plain HTTP vs direct.
+    Origination(Opts),
     /// Every scenario (for now: http).
     All(Opts),
 }
@@ -131,6 +132,8 @@ fn main() -> ExitCode {
         Cmd::Http(o) | Cmd::All(o) => run(o),
         Cmd::Passthrough(o) => run_passthrough(o),
         Cmd::Http2(o) => run_http2(o),
+        Cmd::Mtls(o) => run_tls(o, "mtls"),
+        Cmd::Origination(o) => run_tls(o, "origination"),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -142,44 +145,14 @@ fn main() -> ExitCode {
 }
 
 fn run(o: Opts) -> Result<(), BenchError> {
-    // Before pinning, so the notes show the CPUs the run was given.
-    let snapshot = Snapshot::take();
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))
-            .map_err(|e| BenchError::io("install signal handler", e))?;
-    }
-    let cores = core_affinity::get_core_ids().unwrap_or_default();
-    for cpu in [o.loadgen_cpu, o.target_cpu] {
-        if !cores.iter().any(|c| c.id == cpu) {
-            return Err(BenchError::Machine(format!(
-                "CPU {cpu} is not in this process's affinity mask"
-            )));
-        }
-    }
-    if o.loadgen_cpu == o.target_cpu {
-        return Err(BenchError::Usage(
-            "--loadgen-cpu and --target-cpu must differ".into(),
-        ));
-    }
-    // The load generator runs on this thread; spawned processes are re-pinned by taskset.
-    if !core_affinity::set_for_current(core_affinity::CoreId { id: o.loadgen_cpu }) {
-        return Err(BenchError::Machine(format!(
-            "cannot pin to CPU {}",
-            o.loadgen_cpu
-        )));
-    }
+    let launch = bench::launch::prepare(o.loadgen_cpu, o.target_cpu)?;
+    let (snapshot, stop) = (launch.snapshot, launch.stop);
     let (dur, warm, rounds, wrk) = if o.quick {
         (2.0, 0.5, 1, 2)
     } else {
         (10.0, 2.0, 2, 5)
     };
-    let tools = Tools {
-        nginx: find_tool("nginx"),
-        haproxy: find_tool("haproxy"),
-        egressd: o.egressd.clone().unwrap_or_else(default_egressd),
-        wrk: find_tool("wrk"),
-    };
+    let tools = tools(&o);
     let opts = Options {
         connections: o.connections,
         duration: o.duration.unwrap_or(Duration::from_secs_f64(dur)),
@@ -197,14 +170,7 @@ fn run(o: Opts) -> Result<(), BenchError> {
             o.only.clone()
         },
     };
-    let now = time::OffsetDateTime::now_utc();
-    let date = now
-        .format(time::macros::format_description!("[year]-[month]-[day]"))
-        .unwrap_or_default();
-    let started = now
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
-
+    let (date, started) = (launch.date, launch.started_utc);
     let outcome = scenario::run_http(&opts, &stop)?;
 
     let mut versions = targets::tool_versions(&tools);
@@ -251,24 +217,9 @@ fn run_passthrough(o: Opts) -> Result<(), BenchError> {
     use bench::passthrough::Plan;
     use bench::passthrough_report::{self as pr, PassthroughReport};
 
-    let snapshot = Snapshot::take();
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))
-            .map_err(|e| BenchError::io("install signal handler", e))?;
-    }
-    if o.loadgen_cpu == o.target_cpu {
-        return Err(BenchError::Usage(
-            "--loadgen-cpu and --target-cpu must differ".into(),
-        ));
-    }
     // Clients and the origin run on threads of this process, which inherit this pinning.
-    if !core_affinity::set_for_current(core_affinity::CoreId { id: o.loadgen_cpu }) {
-        return Err(BenchError::Machine(format!(
-            "cannot pin to CPU {}",
-            o.loadgen_cpu
-        )));
-    }
+    let launch = bench::launch::prepare(o.loadgen_cpu, o.target_cpu)?;
+    let (snapshot, stop) = (launch.snapshot, launch.stop);
     let (bulk, dur, rounds) = if o.quick {
         (1u64 << 30, 2.0, 1)
     } else {
@@ -282,13 +233,7 @@ fn run_passthrough(o: Opts) -> Result<(), BenchError> {
         egressd: o.egressd.clone().unwrap_or_else(default_egressd),
         haproxy: find_tool("haproxy"),
     };
-    let now = time::OffsetDateTime::now_utc();
-    let date = now
-        .format(time::macros::format_description!("[year]-[month]-[day]"))
-        .unwrap_or_default();
-    let started = now
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
+    let (date, started) = (launch.date, launch.started_utc);
     let (all, skipped) = pr::run(&plan, o.rounds.unwrap_or(rounds).max(1), &stop)?;
     let report = PassthroughReport {
         date,
@@ -323,17 +268,7 @@ fn run_http2(o: Opts) -> Result<(), BenchError> {
     use bench::http2::Plan;
     use bench::http2_report::{self as hr, Http2Report};
 
-    let snapshot = Snapshot::take();
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))
-            .map_err(|e| BenchError::io("install signal handler", e))?;
-    }
-    if o.loadgen_cpu == o.target_cpu {
-        return Err(BenchError::Usage(
-            "--loadgen-cpu and --target-cpu must differ".into(),
-        ));
-    }
+    let launch = bench::launch::prepare(o.loadgen_cpu, o.target_cpu)?;
     let (dur, rounds) = if o.quick { (2, 1) } else { (10, 3) };
     let plan = Plan {
         loadgen_cpu: o.loadgen_cpu,
@@ -346,19 +281,12 @@ fn run_http2(o: Opts) -> Result<(), BenchError> {
         haproxy: find_tool("haproxy"),
         h2load: find_tool("h2load"),
     };
-    let now = time::OffsetDateTime::now_utc();
-    let date = now
-        .format(time::macros::format_description!("[year]-[month]-[day]"))
-        .unwrap_or_default();
-    let started = now
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
-    let rounds = hr::run(&plan, o.rounds.unwrap_or(rounds).max(1), &stop)?;
+    let rounds = hr::run(&plan, o.rounds.unwrap_or(rounds).max(1), &launch.stop)?;
     let medians = hr::medians(&rounds);
     let report = Http2Report {
-        date,
-        started_utc: started,
-        machine: snapshot.finish(8),
+        date: launch.date,
+        started_utc: launch.started_utc,
+        machine: launch.snapshot.finish(8),
         layout: vec![
             format!("h2load pinned to CPU {}; origin (nginx) and the proxy under test share CPU {}", plan.loadgen_cpu, plan.target_cpu),
             format!("h2load -c {} -m {} -D {:?} -H ':authority: bench.local', GET / (13-byte body), after a 2000-request warm-up", plan.clients, plan.streams, plan.duration),
@@ -375,7 +303,49 @@ fn run_http2(o: Opts) -> Result<(), BenchError> {
     };
     let md = hr::markdown(&report);
     print!("{md}");
-    let (json, md_path) = bench::report::write_result(&o.out, &report.date, "http2", &report, &md)?;
+    let (json, md_path) = bench::report::write_pair(&o.out, &report.date, "http2", &report, &md)?;
     println!("{}\n{}", json.display(), md_path.display());
+    Ok(())
+}
+
+/// Paths of the programs a run uses.
+fn tools(o: &Opts) -> Tools {
+    Tools {
+        nginx: find_tool("nginx"),
+        haproxy: find_tool("haproxy"),
+        egressd: o.egressd.clone().unwrap_or_else(default_egressd),
+        wrk: find_tool("wrk"),
+    }
+}
+
+/// The TLS scenarios (issue 4): 3 rounds of 1 s warm-up + 5 s by default.
+fn run_tls(o: Opts, which: &str) -> Result<(), BenchError> {
+    let launch = bench::launch::prepare(o.loadgen_cpu, o.target_cpu)?;
+    let (dur, warm, rounds) = if o.quick {
+        (2.0, 0.5, 1)
+    } else {
+        (5.0, 1.0, 3)
+    };
+    let tools = tools(&o);
+    let opts = Options {
+        connections: o.connections,
+        duration: o.duration.unwrap_or(Duration::from_secs_f64(dur)),
+        warmup: o.warmup.unwrap_or(Duration::from_secs_f64(warm)),
+        rounds: o.rounds.unwrap_or(rounds).max(1),
+        rate: o.rate,
+        sweep: Vec::new(),
+        wrk_duration: Duration::ZERO,
+        loadgen_cpu: o.loadgen_cpu,
+        target_cpu: o.target_cpu,
+        tools,
+        only: TargetKind::ALL.to_vec(),
+    };
+    let written = match which {
+        "mtls" => bench::mtls_report::run(&opts, &o.out, launch)?,
+        _ => bench::origination::run(&opts, &o.out, launch)?,
+    };
+    if let Some((json, md)) = written {
+        println!("{}\n{}", json.display(), md.display());
+    }
     Ok(())
 }

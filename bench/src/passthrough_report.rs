@@ -134,5 +134,5 @@ pub fn markdown(r: &PassthroughReport) -> String {
 }
 
 pub fn write_files(r: &PassthroughReport, out: &Path) -> Result<(PathBuf, PathBuf), BenchError> {
-    crate::report::write_result(out, &r.date, "passthrough", r, &markdown(r))
+    crate::report::write_pair(out, &r.date, "passthrough", r, &markdown(r))
 }

@@ -228,22 +228,23 @@ pub fn ratios(targets: &[TargetResult], subject: &str) -> BTreeMap<String, Ratio
 
 /// Writes both files and returns their paths.
 pub fn write_files(r: &Report, out: &Path, tag: &str) -> Result<(PathBuf, PathBuf), BenchError> {
-    write_result(out, &r.date, tag, r, &crate::markdown::render(r))
+    write_pair(out, &r.date, tag, r, &crate::markdown::render(r))
 }
 
-/// Writes `<out>/<date>-<tag>.json` (the serialized report) and `.md` (`markdown`).
-pub fn write_result<T: Serialize>(
+/// Writes `<out>/<date>-<tag>.json` (pretty `value`) and `.md` (`markdown`), returning their
+/// paths; every scenario's result files go through here.
+pub fn write_pair(
     out: &Path,
     date: &str,
     tag: &str,
-    report: &T,
+    value: &impl Serialize,
     markdown: &str,
 ) -> Result<(PathBuf, PathBuf), BenchError> {
     std::fs::create_dir_all(out)
         .map_err(|e| BenchError::io(format!("create {}", out.display()), e))?;
     let json_path = out.join(format!("{date}-{tag}.json"));
     let md_path = out.join(format!("{date}-{tag}.md"));
-    let json = serde_json::to_string_pretty(report)
+    let json = serde_json::to_string_pretty(value)
         .map_err(|e| BenchError::io("serialize report", e.into()))?;
     std::fs::write(&json_path, json + "\n")
         .map_err(|e| BenchError::io(format!("write {}", json_path.display()), e))?;

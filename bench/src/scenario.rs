@@ -42,7 +42,7 @@ pub struct HttpOutcome {
 }
 
 /// A phase either measured, or the target could not serve (recorded as skipped).
-enum PhaseOutcome {
+pub enum PhaseOutcome {
     Measured(Phase),
     Skip(String),
 }
@@ -180,6 +180,19 @@ fn phase(
         mode,
     };
     let measured: &Proc = proxy.as_ref().map_or(&origin.proc, |p| &p.proc);
+    window(&spec, measured, &origin.proc, opts.target_cpu, stop)
+}
+
+/// Runs `spec` once and accounts CPU over its measured window: `measured` (the process
+/// under test), `origin` and this process (the load generator) per completed request, and
+/// how busy `target_cpu` was. Skip when no 2xx came back (with `measured`'s last log lines).
+pub fn window(
+    spec: &LoadSpec,
+    measured: &Proc,
+    origin: &Proc,
+    target_cpu: usize,
+    stop: &AtomicBool,
+) -> Result<PhaseOutcome, BenchError> {
     // [measured, origin, load generator] at the window's start and end.
     let mut cpu = [[Duration::ZERO; 3]; 2];
     let mut core = [CpuTicks::default(); 2];
@@ -187,16 +200,20 @@ fn phase(
         procs::proc_stat(std::process::id())
             .map_or(Duration::ZERO, |s| procs::ticks_to_duration(s.cpu_ticks))
     };
-    let result = loadgen::run(&spec, stop, &mut |edge| {
+    let result = loadgen::run(spec, stop, &mut |edge| {
         let i = usize::from(edge == Edge::End);
-        cpu[i] = [measured.cpu_time(), origin.proc.cpu_time(), own(())];
-        core[i] = CpuTicks::read(opts.target_cpu).unwrap_or_default();
+        cpu[i] = [measured.cpu_time(), origin.cpu_time(), own(())];
+        core[i] = CpuTicks::read(target_cpu).unwrap_or_default();
     })?;
     if stop.load(Ordering::Relaxed) {
         return Err(BenchError::Interrupted);
     }
     if result.ok == 0 {
-        let log = proxy.as_ref().map_or(String::new(), |p| p.proc.log_tail(4));
+        let log = if measured.pid() == origin.pid() {
+            String::new()
+        } else {
+            measured.log_tail(4)
+        };
         return Ok(PhaseOutcome::Skip(format!(
             "no 2xx responses in the window ({} non-2xx, {} I/O errors) {log}",
             result.status_errors, result.io_errors
@@ -210,7 +227,7 @@ fn phase(
         ))
     };
     Ok(PhaseOutcome::Measured(Phase {
-        rate: match mode {
+        rate: match spec.mode {
             Mode::Open { rate } => Some(round3(rate)),
             Mode::Closed => None,
         },

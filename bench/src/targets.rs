@@ -138,16 +138,6 @@ pub struct Running {
     _dir: tempfile::TempDir,
 }
 
-impl Running {
-    pub fn new(proc: Proc, addr: SocketAddr, dir: tempfile::TempDir) -> Self {
-        Running {
-            proc,
-            addr,
-            _dir: dir,
-        }
-    }
-}
-
 pub fn tempdir(prefix: &str) -> Result<tempfile::TempDir, BenchError> {
     tempfile::Builder::new()
         .prefix(prefix)
@@ -203,7 +193,6 @@ pub fn start_proxy(
 ) -> Result<Running, BenchError> {
     let dir = tempdir(&format!("bench-{}-", kind.name()))?;
     let port = free_port()?;
-    let addr = loopback(port);
     match kind {
         TargetKind::Direct => Err(BenchError::Usage("direct has no proxy".into())),
         TargetKind::Nginx => {
@@ -211,61 +200,66 @@ pub fn start_proxy(
             write(&conf, &nginx_proxy_conf(dir.path(), port, origin))?;
             start_nginx("nginx-proxy", &tools.nginx, &conf, dir, port, cpu, stop)
         }
-        TargetKind::Haproxy => {
-            let conf = dir.path().join("haproxy.cfg");
-            write(&conf, &haproxy_cfg(port, origin))?;
-            let args = [
-                "-db".to_string(),
-                "-f".to_string(),
-                conf.display().to_string(),
-            ];
-            let mut proc = Proc::spawn_pinned("haproxy", cpu, &tools.haproxy, &args, dir.path())?;
-            proc.wait_listening(addr, READY_TIMEOUT, stop)?;
-            Ok(Running {
-                proc,
-                addr,
-                _dir: dir,
-            })
-        }
+        TargetKind::Haproxy => start_with_config(
+            "haproxy",
+            &tools.haproxy,
+            vec!["-db".into(), "-f".into()],
+            ("haproxy.cfg", &haproxy_cfg(port, origin)),
+            dir,
+            port,
+            cpu,
+            stop,
+        ),
         TargetKind::Egressd => {
-            if !tools.egressd.is_file() {
-                return Err(BenchError::NotReady {
-                    what: "egressd".into(),
-                    reason: format!(
-                        "{} not found (cargo build --release first)",
-                        tools.egressd.display()
-                    ),
-                });
-            }
             let yaml = egressd_yaml(port, origin, &dir.path().join("access.log"));
-            start_egressd(&tools.egressd, dir, port, &yaml, cpu, stop)
+            start_with_config(
+                "egressd",
+                &tools.egressd,
+                egressd_args(cpu),
+                ("egressd.yaml", &yaml),
+                dir,
+                port,
+                cpu,
+                stop,
+            )
         }
     }
 }
 
-/// Starts egressd on `yaml` (written into `dir`) with one shard pinned to `cpu`, and waits
-/// until it accepts on `port`.
-pub fn start_egressd(
-    egressd: &Path,
+/// egressd's arguments up to its config path: one shard pinned to `cpu`, then `-c`.
+pub fn egressd_args(cpu: usize) -> Vec<String> {
+    ["run", "--shards", "1", "--cpus", &cpu.to_string(), "-c"]
+        .map(String::from)
+        .to_vec()
+}
+
+/// Writes `conf` (file name, text) into `dir`, starts `program args <conf path>` pinned to
+/// `cpu` with its log in `dir`, and waits until it accepts on loopback `port`.
+#[allow(clippy::too_many_arguments)]
+pub fn start_with_config(
+    name: &str,
+    program: &Path,
+    mut args: Vec<String>,
+    conf: (&str, &str),
     dir: tempfile::TempDir,
     port: u16,
-    yaml: &str,
     cpu: usize,
     stop: &AtomicBool,
 ) -> Result<Running, BenchError> {
+    if program.components().count() > 1 && !program.is_file() {
+        return Err(BenchError::NotReady {
+            what: name.into(),
+            reason: format!(
+                "{} not found (for egressd: cargo build --release first)",
+                program.display()
+            ),
+        });
+    }
+    let path = dir.path().join(conf.0);
+    write(&path, conf.1)?;
+    args.push(path.display().to_string());
+    let mut proc = Proc::spawn_pinned(name, cpu, program, &args, dir.path())?;
     let addr = loopback(port);
-    let conf = dir.path().join("egressd.yaml");
-    write(&conf, yaml)?;
-    let args = [
-        "run".to_string(),
-        "-c".to_string(),
-        conf.display().to_string(),
-        "--shards".to_string(),
-        "1".to_string(),
-        "--cpus".to_string(),
-        cpu.to_string(),
-    ];
-    let mut proc = Proc::spawn_pinned("egressd", cpu, egressd, &args, dir.path())?;
     proc.wait_listening(addr, READY_TIMEOUT, stop)?;
     Ok(Running {
         proc,

@@ -11,6 +11,7 @@ use super::hosts::{host_list, HostForm};
 use super::model::{Gateway, Meta, Protocol, Server, ServerPort, ServerTls, ServerTlsMode};
 use super::reader::Obj;
 use super::service_entry::{protocol_name, PROTOCOLS};
+use super::tls_params;
 
 const SERVER_PROTOCOLS: &[(&str, Protocol)] = &[
     ("HTTP", Protocol::Http),
@@ -27,12 +28,6 @@ const TLS_MODES: &[(&str, ServerTlsMode)] = &[
 ];
 
 const UNSUPPORTED_TLS_MODES: &[&str] = &["OPTIONAL_MUTUAL", "AUTO_PASSTHROUGH"];
-
-const TLS_VERSIONS: &[(&str, Option<&str>)] = &[
-    ("TLS_AUTO", None),
-    ("TLSV1_2", Some("TLSV1_2")),
-    ("TLSV1_3", Some("TLSV1_3")),
-];
 
 pub(crate) fn load(cx: &mut Cx, spec: &mut Obj<'_>, meta: Meta) -> Option<Gateway> {
     let selector = spec.string_map(cx, "selector");
@@ -126,8 +121,6 @@ fn server_tls(cx: &mut Cx, t: &mut Obj<'_>) -> Option<ServerTls> {
         cx,
         &[
             "httpsRedirect",
-            "maxProtocolVersion",
-            "cipherSuites",
             "verifyCertificateSpki",
             "verifyCertificateHash",
             "caCrl",
@@ -148,15 +141,10 @@ fn server_tls(cx: &mut Cx, t: &mut Obj<'_>) -> Option<ServerTls> {
         .into_iter()
         .map(|s| s.value)
         .collect();
-    let min_protocol_version = if t.has("minProtocolVersion") {
-        let unsupported = ["TLSV1_0", "TLSV1_1"];
-        t.enum_value(cx, "minProtocolVersion", TLS_VERSIONS, &unsupported)
-            .flatten()
-            .map(str::to_string)
-    } else {
-        None
-    };
+    let (min_protocol_version, max_protocol_version) = tls_params::versions(cx, t);
+    let cipher_suites = tls_params::cipher_suites(cx, t);
     let mode = mode?;
+    tls_params::warn_ineffective(cx, t, mode, &min_protocol_version, &cipher_suites);
     let required: &[(&str, bool)] = match mode {
         ServerTlsMode::Simple => &[
             ("serverCertificate", server_certificate.is_some()),
@@ -186,6 +174,8 @@ fn server_tls(cx: &mut Cx, t: &mut Obj<'_>) -> Option<ServerTls> {
         ca_certificates,
         subject_alt_names,
         min_protocol_version,
+        max_protocol_version,
+        cipher_suites,
         span: t.span().clone(),
     })
 }

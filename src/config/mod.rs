@@ -22,6 +22,7 @@ pub mod model;
 mod reader;
 mod scalar;
 mod service_entry;
+pub mod tls_params;
 mod validate;
 mod virtual_service;
 mod yaml;

@@ -214,6 +214,11 @@ pub struct ServerTls {
     pub subject_alt_names: Vec<String>,
     /// "TLSV1_2" or "TLSV1_3" when set.
     pub min_protocol_version: Option<String>,
+    /// "TLSV1_2" or "TLSV1_3" when set (TLS_AUTO = None).
+    pub max_protocol_version: Option<String>,
+    /// TLS 1.2 suites by their Envoy names (`config::tls_params::ACCEPTED_CIPHERS`), in
+    /// preference order; empty = egressd's default set.
+    pub cipher_suites: Vec<String>,
     pub span: Span,
 }
 

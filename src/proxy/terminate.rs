@@ -121,6 +121,7 @@ async fn handshake(
             return Err(Refused::Alpn(offered));
         }
         let tls = start.into_stream(config).await.map_err(Refused::Tls)?;
+        crate::tls::server_policy::check_resumed(tls.get_ref().1).map_err(Refused::Tls)?;
         Ok::<_, Refused>((tls, server.index, sni))
     };
     let outcome = within(Some(limit), attempt).await;

@@ -1,12 +1,10 @@
 //! A TLS server (protocol TLS, mode SIMPLE/MUTUAL/ISTIO_MUTUAL) forwards the decrypted
 //! stream — usually the application's own TLS — by the first tcp route bound to the
-//! server's gateway and port, with a plain copy loop in both directions and one access-log
-//! line per connection.
+//! server's gateway and port (compiled into `ListenerSpec::l4` by `route::compile`, looked
+//! up like passthrough's routes), with a plain copy loop in both directions and one
+//! access-log line per connection.
 //!
-//! Interim: `route::compile` does not compile tcp routes into `ListenerSpec` yet, so the
-//! route is read from the snapshot's model here (same binding rules as http routes). When
-//! the listener carries compiled tcp routes, replace `tcp_target` by a lookup there.
-//! Owns: choosing the tcp destination, the upstream connect, the copy loop.
+//! Owns: the lookup of the compiled route, the upstream connect, the copy loop.
 //! Must not: splice (the downstream side is decrypted in user space, bytes pass anyway).
 
 use std::io;
@@ -21,16 +19,12 @@ use glommio::net::TcpStream;
 use super::deadline::within;
 use super::http1::conn::DownstreamInfo;
 use super::terminate::TerminatedStream;
-use crate::config::model::{self, Resolution};
 use crate::obs::access_log::{AccessRecord, ResponseFlags};
 use crate::obs::shard_stats::BLACKHOLE_CLUSTER;
 use crate::obs::stats::ListenerDeny;
-use crate::route::compile::find_service_entry;
-use crate::route::host::HostPattern;
 use crate::route::table::{ListenerSpec, Snapshot};
 use crate::runtime::shard::Shard;
 use crate::tls::listener::TermServer;
-use crate::upstream::cluster::{cluster_name, Cluster};
 
 const COPY_BUF: usize = 16 * 1024;
 
@@ -54,7 +48,7 @@ pub async fn forward(
     rec.downstream_peer_uri_san = info.peer_uri_san.clone();
     rec.downstream_peer_subject = info.peer_subject.clone();
     let gw = &snapshot.config.gateway;
-    let Some(target) = tcp_target(shard, snapshot, listener.gateway_port, server) else {
+    let Some(target) = tcp_target(shard, snapshot, listener, server) else {
         shard
             .stats
             .listener(listener.bind)
@@ -144,90 +138,19 @@ where
     (moved, result)
 }
 
-/// The first tcp route of a VirtualService bound to `server` (its gateway in the route's
-/// or the VirtualService's `gateways`, a host overlapping the server's hosts) whose match
-/// names this port or none; its destination picked by weight.
+/// The compiled tcp route of `server` (see `L4Table::terminated_route`), its destination
+/// picked by weight and an endpoint by the cluster's balancer. None = no route.
 fn tcp_target(
     shard: &Shard,
     snapshot: &Snapshot,
-    port: u16,
+    listener: &ListenerSpec,
     server: &TermServer,
 ) -> Option<TcpTarget> {
-    let config = &snapshot.config;
-    let route = config.virtual_services.iter().find_map(|vs| {
-        let bound = vs.hosts.iter().any(|h| {
-            let p = HostPattern::parse(&h.value);
-            server.hosts.iter().any(|s| s.overlaps(&p))
-        });
-        if !bound {
-            return None;
-        }
-        vs.tcp.iter().find(|r| {
-            let applies = |gateways: &[String]| {
-                crate::route::compile::applies_to_gateway(vs, gateways, &server.gateway)
-            };
-            if r.matches.is_empty() {
-                return applies(&[]);
-            }
-            r.matches
-                .iter()
-                .any(|m| applies(&m.gateways) && m.port.is_none_or(|p| p == port))
-        })
-    })?;
-    let dest = pick(&route.route, shard.random())?;
-    let entry = find_service_entry(config, &dest.host);
-    let se_port = entry.and_then(|se| match dest.port {
-        Some(n) => se.ports.iter().find(|p| p.number == n),
-        None => se.ports.first(),
-    });
-    let number = se_port.map(|p| p.number).or(dest.port).unwrap_or(port);
-    let name = cluster_name(number, dest.subset.as_deref(), &dest.host);
-    if let Some(cluster) = snapshot.cluster_by_name(&name) {
-        let addr = shard
-            .cluster_state(cluster)
-            .pick_endpoint(cluster as &Cluster, shard);
-        return Some(TcpTarget {
-            cluster: name,
-            addr,
-        });
-    }
-    // Not compiled (only tcp routes name it): literal endpoint addresses only.
-    let addrs: Vec<SocketAddr> = match (entry, se_port) {
-        (Some(se), Some(sp)) if se.resolution != Resolution::None => se
-            .endpoints
-            .iter()
-            .filter_map(|e| {
-                let ip = e.address.parse().ok()?;
-                let p = e
-                    .ports
-                    .get(&sp.name)
-                    .copied()
-                    .or(sp.target_port)
-                    .unwrap_or(sp.number);
-                Some(SocketAddr::new(ip, p))
-            })
-            .collect(),
-        _ => Vec::new(),
-    };
-    let addr = (!addrs.is_empty()).then(|| addrs[shard.random() as usize % addrs.len()]);
+    let route = listener.l4.terminated_route(server.index)?;
+    let cluster = snapshot.clusters.get(route.pick(shard.random()))?;
+    let addr = shard.cluster_state(cluster).pick_endpoint(cluster, shard);
     Some(TcpTarget {
-        cluster: name,
+        cluster: cluster.name.clone(),
         addr,
     })
-}
-
-fn pick(route: &[model::WeightedDestination], roll: u32) -> Option<&model::Destination> {
-    let weights: Vec<u32> = route.iter().map(|d| d.weight.unwrap_or(1)).collect();
-    let total: u32 = weights.iter().sum();
-    if total == 0 {
-        return route.first().map(|d| &d.destination);
-    }
-    let mut point = roll % total;
-    for (d, w) in route.iter().zip(weights) {
-        if point < w {
-            return Some(&d.destination);
-        }
-        point -= w;
-    }
-    route.first().map(|d| &d.destination)
 }

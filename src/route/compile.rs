@@ -102,7 +102,7 @@ fn listeners(config: &Config, clusters: &mut ClusterSet<'_>) -> Vec<ListenerSpec
             bind_http_routes(config, &spec, port, &mut listener.http, clusters);
             bind_l4_routes(
                 config,
-                &spec,
+                (listener.servers.len(), &spec),
                 server.port.protocol,
                 port,
                 &mut listener.l4,

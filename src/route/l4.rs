@@ -1,6 +1,7 @@
 //! L4 routing of one listener: the VirtualService `tls` routes (matched by SNI) and `tcp`
-//! routes (matched by port) bound to its PASSTHROUGH and TCP servers, and the choice of the
-//! server an SNI selects on a TLS/HTTPS port.
+//! routes (matched by port) bound to its PASSTHROUGH and TCP servers, the `tcp` route that
+//! forwards the decrypted stream of each terminating `protocol: TLS` server, and the choice
+//! of the server an SNI selects on a TLS/HTTPS port.
 //!
 //! Owns the compiled route shapes and their lookups. Lookups allocate nothing and never
 //! touch a socket; building the tables is `route::compile`'s job, acting on a verdict
@@ -17,6 +18,10 @@ pub struct L4Table {
     pub tls: Vec<TlsRouteSpec>,
     /// First match wins (Istio's order within and across VirtualServices).
     pub tcp: Vec<L4Route>,
+    /// For each `protocol: TLS` server that terminates (SIMPLE, MUTUAL, ISTIO_MUTUAL), by its
+    /// index in `ListenerSpec::servers`: the first `tcp` route bound to it, which forwards
+    /// the decrypted stream. The SNI only selected the server; this route decides.
+    pub terminated: Vec<(usize, L4Route)>,
 }
 
 /// One `tls` route as bound to one PASSTHROUGH server.
@@ -85,6 +90,15 @@ impl L4Table {
             }
         }
         self.tcp.first()
+    }
+
+    /// The route for the decrypted stream of terminating server `server_index`; None = no
+    /// tcp route is bound to it (the connection is denied).
+    pub fn terminated_route(&self, server_index: usize) -> Option<&L4Route> {
+        self.terminated
+            .iter()
+            .find(|(i, _)| *i == server_index)
+            .map(|(_, r)| r)
     }
 }
 
@@ -196,6 +210,7 @@ mod tests {
                 tls(&["edition.cnn.com"], &["*"], 2),
             ],
             tcp: vec![route(3)],
+            ..L4Table::default()
         };
         assert_eq!(picked(&table, Some("edition.cnn.com")), Some(2));
         assert_eq!(picked(&table, Some("www.cnn.com")), Some(1));
@@ -212,6 +227,7 @@ mod tests {
         let table = L4Table {
             tls: vec![tls(&["*.cnn.com"], &["edition.cnn.com"], 1)],
             tcp: vec![],
+            ..L4Table::default()
         };
         assert_eq!(picked(&table, Some("edition.cnn.com")), Some(1));
         assert_eq!(picked(&table, Some("www.cnn.com")), None);
@@ -257,7 +273,8 @@ mod tests {
                 &tcp_only,
                 &L4Table {
                     tls: vec![],
-                    tcp: vec![route(0)]
+                    tcp: vec![route(0)],
+                    ..L4Table::default()
                 }
             ),
             Intake::NoPeek

@@ -12,5 +12,6 @@ pub mod origination;
 pub mod pem;
 pub mod rewind;
 pub mod server;
+pub mod server_policy;
 pub mod store;
 pub mod stream;

@@ -16,7 +16,8 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, ServerConfig};
 
 use super::identity::PeerIdentity;
-use super::pem::{load_certs, load_key, load_roots, provider, versions, TlsConfigError};
+use super::pem::{load_certs, load_key, load_roots, provider, TlsConfigError};
+use super::server_policy::ServerPolicy;
 use super::store::{global, Entry, Material, Store};
 use crate::config::model::{Bootstrap, ServerTls, ServerTlsMode};
 
@@ -28,7 +29,8 @@ pub struct ServerSpec {
     /// Some = client certificates required and verified against these roots.
     pub client_ca: Option<PathBuf>,
     pub allowed_sans: Vec<String>,
-    pub min_version: Option<String>,
+    /// Versions, TLS 1.2 suites, resumption.
+    pub policy: ServerPolicy,
 }
 
 impl ServerSpec {
@@ -66,7 +68,7 @@ impl ServerSpec {
             private_key,
             client_ca,
             allowed_sans: tls.subject_alt_names.clone(),
-            min_version: tls.min_protocol_version.clone(),
+            policy: ServerPolicy::from_model(tls),
         }))
     }
 
@@ -94,8 +96,7 @@ impl Material for ServerSpec {
         let provider = provider();
         let chain = load_certs(&self.cert_chain)?;
         let key = load_key(&self.private_key)?;
-        let builder = ServerConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(versions(self.min_version.as_deref()))?;
+        let builder = self.policy.builder()?;
         let builder = match &self.client_ca {
             None => builder.with_no_client_auth(),
             Some(ca) => {
@@ -113,9 +114,8 @@ impl Material for ServerSpec {
             }
         };
         let mut config = builder.with_single_cert(chain, key)?;
-        // No TLS 1.3 tickets: a resumed session skips the client-certificate check, and a
-        // ticket outlives a CA rotation; every sidecar connection gets a full handshake.
-        config.send_tls13_tickets = 0;
+        // Tickets are keyed to this build: a reload (new certificate, CA) refuses older ones.
+        ServerPolicy::enable_resumption(&mut config)?;
         Ok(config)
     }
 }

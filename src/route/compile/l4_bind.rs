@@ -1,5 +1,6 @@
 //! Binding VirtualService `tls` and `tcp` routes to the PASSTHROUGH and TCP servers of a
-//! listener (DESIGN.md's server/route table). Part of `route::compile`: runs on the control
+//! listener, and `tcp` routes to its terminating `protocol: TLS` servers (DESIGN.md's
+//! server/route table). Part of `route::compile`: runs on the control
 //! thread and creates clusters through the same `ClusterSet` as HTTP routes; it never
 //! looks at sockets or decides what a connection does (that is `route::l4`'s lookup).
 
@@ -9,12 +10,13 @@ use crate::route::host::HostPattern;
 use crate::route::l4::{L4Route, L4Table, TlsRouteSpec};
 use crate::route::table::ServerSpec;
 
-/// Adds to `table` the `tls` and `tcp` routes DESIGN.md's server/route table gives `server`:
-/// PASSTHROUGH servers get `tls` (by sniHosts) then `tcp` routes, TCP servers `tcp` routes
-/// only; terminating servers none here (their routes apply to the decrypted stream).
+/// Adds to `table` the `tls` and `tcp` routes DESIGN.md's server/route table gives `server`
+/// (index `index` on the listener): PASSTHROUGH servers get `tls` (by sniHosts) then `tcp`
+/// routes, TCP servers `tcp` routes only, terminating TLS servers their first `tcp` route
+/// (for the decrypted stream); HTTPS servers none here (their http routes apply).
 pub(super) fn bind_l4_routes(
     config: &Config,
-    server: &ServerSpec,
+    (index, server): (usize, &ServerSpec),
     protocol: Protocol,
     port: u16,
     table: &mut L4Table,
@@ -22,7 +24,12 @@ pub(super) fn bind_l4_routes(
 ) {
     let passthrough = server.tls_mode == Some(ServerTlsMode::Passthrough);
     let tcp_server = protocol == Protocol::Tcp && server.tls_mode.is_none();
-    if !passthrough && !tcp_server {
+    let terminated = protocol == Protocol::Tls
+        && matches!(
+            server.tls_mode,
+            Some(ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::IstioMutual)
+        );
+    if !passthrough && !tcp_server && !terminated {
         return;
     }
     for vs in &config.virtual_services {
@@ -60,8 +67,15 @@ pub(super) fn bind_l4_routes(
             } else {
                 route.matches.iter().any(|m| applies(&m.gateways, m.port))
             };
-            if applies_here && !route.route.is_empty() {
+            if !applies_here || route.route.is_empty() {
+                continue;
+            }
+            if !terminated {
                 table.tcp.push(l4_route(&route.route, clusters));
+            } else if table.terminated_route(index).is_none() {
+                table
+                    .terminated
+                    .push((index, l4_route(&route.route, clusters)));
             }
         }
     }
@@ -153,5 +167,66 @@ spec:
         let cluster = &snapshot.clusters[listener.l4.route(None).unwrap().pick(0)];
         assert_eq!(cluster.name, "outbound|5432||db.internal");
         assert_eq!(cluster.endpoints[0].addr.to_string(), "127.0.0.1:5432");
+    }
+
+    #[test]
+    fn a_terminating_tls_server_gets_its_first_tcp_route_apart_from_passthrough() {
+        let text = r#"
+apiVersion: networking.istio.io/v1alpha3
+kind: ServiceEntry
+metadata: {name: ext}
+spec:
+  hosts: [api.example.com, www.example.com]
+  ports: [{number: 443, name: tls, protocol: TLS}]
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.1}]
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: Gateway
+metadata: {name: gw}
+spec:
+  selector: {istio: egressgateway}
+  servers:
+  - port: {number: 443, name: tls-pass, protocol: TLS}
+    hosts: [www.example.com]
+    tls: {mode: PASSTHROUGH}
+  - port: {number: 443, name: tls-mtls, protocol: TLS}
+    hosts: [api.example.com]
+    tls: {mode: SIMPLE, serverCertificate: /c.pem, privateKey: /k.pem}
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: api}
+spec:
+  hosts: [api.example.com]
+  gateways: [gw]
+  tcp:
+  - match: [{port: 8443}]
+    route: [{destination: {host: www.example.com}}]
+  - match: [{port: 443}]
+    route: [{destination: {host: api.example.com, port: {number: 443}}}]
+  - route: [{destination: {host: www.example.com}}]
+"#;
+        let loaded = load_str(text, Path::new("mix.yaml"), LoadMode::Validate).expect("validates");
+        let snapshot = compile(Arc::new(loaded.config), 1, &|_| None);
+        let listener = snapshot.listener(443).expect("listener");
+        assert!(
+            listener.l4.tcp.is_empty(),
+            "passthrough binds no route of api's VirtualService"
+        );
+        assert!(listener.l4.terminated_route(0).is_none());
+        let route = listener
+            .l4
+            .terminated_route(1)
+            .expect("the mTLS server's route");
+        assert_eq!(
+            snapshot.clusters[route.pick(0)].name,
+            "outbound|443||api.example.com"
+        );
+        assert_eq!(
+            listener.l4.terminated.len(),
+            1,
+            "only the first matching tcp route"
+        );
     }
 }
