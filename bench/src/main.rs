@@ -18,6 +18,8 @@ use bench::scenario::{self, Options};
 use bench::targets::{self, TargetKind, Tools};
 use clap::{Args, Parser, Subcommand};
 
+mod obs_cost;
+
 #[derive(Parser)]
 #[command(about = "egressd benchmarks: direct vs egressd vs haproxy vs nginx, same run")]
 struct Cli {
@@ -32,6 +34,8 @@ enum Cmd {
     /// TLS passthrough by SNI: bulk Gbit/s and CPU per GB, new connections per second and
     /// CPU per connection; direct, egressd (splice and copy), haproxy `mode tcp`.
     Passthrough(Opts),
+    /// egressd's access log and stats on vs both off: req/s ratio and CPU per request.
+    ObsCost(Opts),
     /// Every scenario (for now: http).
     All(Opts),
 }
@@ -127,6 +131,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Http(o) | Cmd::All(o) => run(o),
         Cmd::Passthrough(o) => run_passthrough(o),
+        Cmd::ObsCost(o) => obs_cost::run(o),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
