@@ -57,7 +57,15 @@ struct Summary {
     cost_pct: Option<f64>,
     on_cpu_us_per_req_median: Option<f64>,
     off_cpu_us_per_req_median: Option<f64>,
+    /// egressd CPU per request, on / off per round (less sensitive to neighbours than req/s).
+    cpu_pair_ratios: Vec<f64>,
+    cpu_ratio_median: Option<f64>,
+    /// What on's extra CPU would cost in req/s were the target CPU saturated: (on - off)
+    /// egressd µs/req over off's egressd + origin µs/req, per round, median. Unlike req/s,
+    /// this does not depend on how busy the neighbours were.
+    cpu_cost_pct_at_saturation: Option<f64>,
     threshold_pct: f64,
+    /// Both the req/s cost and the CPU-based cost are under the threshold.
     under_threshold: bool,
 }
 
@@ -258,7 +266,30 @@ fn summarize(samples: &[Sample]) -> Summary {
         .map(|(on, off)| round3(on / off))
         .collect();
     let ratio = median(pair_ratios.clone()).map(round3);
+    let cpu_pair_ratios: Vec<f64> = of(Variant::On, |s| s.cpu_us_per_req)
+        .iter()
+        .zip(of(Variant::Off, |s| s.cpu_us_per_req))
+        .map(|(on, off)| round3(on / off))
+        .collect();
     let cost = ratio.map(|r| round3((1.0 - r) * 100.0));
+    let on: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.variant == Variant::On)
+        .collect();
+    let off: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.variant == Variant::Off)
+        .collect();
+    let saturation = median(
+        on.iter()
+            .zip(&off)
+            .map(|(a, b)| {
+                100.0 * (a.cpu_us_per_req - b.cpu_us_per_req)
+                    / (b.cpu_us_per_req + b.origin_cpu_us_per_req)
+            })
+            .collect(),
+    )
+    .map(round3);
     Summary {
         on_rps_median: median(of(Variant::On, |s| s.rps)).map(round3),
         off_rps_median: median(of(Variant::Off, |s| s.rps)).map(round3),
@@ -267,8 +298,12 @@ fn summarize(samples: &[Sample]) -> Summary {
         cost_pct: cost,
         on_cpu_us_per_req_median: median(of(Variant::On, |s| s.cpu_us_per_req)).map(round3),
         off_cpu_us_per_req_median: median(of(Variant::Off, |s| s.cpu_us_per_req)).map(round3),
+        cpu_ratio_median: median(cpu_pair_ratios.clone()).map(round3),
+        cpu_pair_ratios,
         threshold_pct: THRESHOLD_PCT,
-        under_threshold: cost.is_some_and(|c| c < THRESHOLD_PCT),
+        cpu_cost_pct_at_saturation: saturation,
+        under_threshold: cost.is_some_and(|c| c < THRESHOLD_PCT)
+            && saturation.is_some_and(|c| c < THRESHOLD_PCT),
     }
 }
 
@@ -283,9 +318,10 @@ fn markdown(r: &ObsCostReport) -> String {
         r.date
     );
     md += &format!(
-        "**req/s with / without: {} (cost {} %, threshold {} %: {})**\n\n",
+        "**req/s with / without: {} (cost {} %); CPU-based cost at saturation {} %; threshold {} %: {}**\n\n",
         opt(s.ratio_median),
         opt(s.cost_pct),
+        opt(s.cpu_cost_pct_at_saturation),
         s.threshold_pct,
         if s.under_threshold {
             "under"
@@ -304,7 +340,12 @@ fn markdown(r: &ObsCostReport) -> String {
         opt(s.off_rps_median),
         opt(s.off_cpu_us_per_req_median)
     );
-    md += &format!("Per-round on/off ratios: {:?}\n\n", s.pair_ratios);
+    md += &format!(
+        "Per-round on/off req/s ratios: {:?}\n\nPer-round on/off egressd CPU-per-request ratios: {:?} (median {})\n\n",
+        s.pair_ratios,
+        s.cpu_pair_ratios,
+        opt(s.cpu_ratio_median)
+    );
     md += "| round | variant | req/s | errors | egressd µs/req | origin µs/req | log lines |\n|---|---|---|---|---|---|---|\n";
     for x in &r.samples {
         md += &format!(
