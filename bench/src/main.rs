@@ -15,6 +15,8 @@ use bench::scenario::{self, Options};
 use bench::targets::{self, TargetKind, Tools};
 use clap::{Args, Parser, Subcommand};
 
+mod obs_cost;
+
 #[derive(Parser)]
 #[command(about = "egressd benchmarks: direct vs egressd vs haproxy vs nginx, same run")]
 struct Cli {
@@ -36,6 +38,8 @@ enum Cmd {
     Mtls(Opts),
     /// Plain HTTP in, TLS origination out (pooled) vs egressd plain HTTP vs direct.
     Origination(Opts),
+    /// egressd's access log and stats on vs both off: req/s ratio and CPU per request.
+    ObsCost(Opts),
     /// Every scenario (for now: http).
     All(Opts),
 }
@@ -134,6 +138,7 @@ fn main() -> ExitCode {
         Cmd::Http2(o) => run_http2(o),
         Cmd::Mtls(o) => run_tls(o, "mtls"),
         Cmd::Origination(o) => run_tls(o, "origination"),
+        Cmd::ObsCost(o) => obs_cost::run(o),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

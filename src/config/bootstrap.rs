@@ -113,7 +113,8 @@ pub(crate) fn load_spec(cx: &mut Cx, spec: &mut Obj<'_>, b: &mut Bootstrap) {
     }
     if let Some(mut log) = spec.child(cx, "accessLog") {
         if let Some(p) = log.string(cx, "path") {
-            b.access_log.path = if p.value == "-" {
+            // "-" is stdout and "" is no access log: neither is a file to resolve.
+            b.access_log.path = if p.value == "-" || p.value.is_empty() {
                 p.value
             } else {
                 cx.resolve(&p.value).display().to_string()

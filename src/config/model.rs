@@ -59,7 +59,7 @@ pub struct Bootstrap {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AccessLogConfig {
-    /// "-" = stdout.
+    /// "-" = stdout; "" = no access log (no writer thread); else a file, appended to.
     pub path: String,
     pub format: AccessLogFormat,
 }

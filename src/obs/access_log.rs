@@ -193,6 +193,24 @@ impl ResponseFlags {
         self.0 |= other.0;
     }
 
+    /// Appends what `Display` prints (`-`, `UH`, `UH,UF,URX`), without `core::fmt`.
+    pub fn push_to(self, out: &mut Vec<u8>) {
+        if self.is_empty() {
+            out.push(b'-');
+            return;
+        }
+        let mut first = true;
+        for (bit, name) in FLAG_NAMES {
+            if self.0 & bit != 0 {
+                if !first {
+                    out.push(b',');
+                }
+                out.extend_from_slice(name.as_bytes());
+                first = false;
+            }
+        }
+    }
+
     /// The flag with this Envoy short name (`"UH"`), if Envoy defines it.
     pub fn from_short_name(name: &str) -> Option<Self> {
         FLAG_NAMES
@@ -251,6 +269,11 @@ mod tests {
         f.insert(ResponseFlags::NO_HEALTHY_UPSTREAM);
         assert_eq!(f.to_string(), "UH,UF,URX");
         assert_eq!(ResponseFlags::NONE.to_string(), "-");
+        for flags in [f, ResponseFlags::NONE, ResponseFlags::NO_ROUTE_FOUND] {
+            let mut out = Vec::new();
+            flags.push_to(&mut out);
+            assert_eq!(out, flags.to_string().as_bytes());
+        }
         assert!(f.contains(ResponseFlags::UPSTREAM_CONNECTION_FAILURE));
         assert!(!f.contains(ResponseFlags::NO_ROUTE_FOUND));
     }

@@ -1,12 +1,13 @@
 //! Access-log formats: Envoy format strings compiled once, and Istio's JSON encoding.
 //!
 //! Owns: `LogFormat` (a custom Envoy string compiled by `format_parser`; the `istio`
-//! format, Istio 1.3's default string compiled by the same parser so there is one
-//! formatter; the `json` format with Istio's keys), operator evaluation, and rendering.
+//! format, Istio 1.3's default string, which the same parser compiles and which renders
+//! through the byte-identical fast path of `istio_line`; the `json` format with Istio's
+//! keys), operator evaluation, and rendering.
 //! Must not: do I/O or run on a shard: rendering happens on the log writer thread.
-//! Rendering allocates nothing: values are written straight into the caller's buffer.
+//! Rendering allocates nothing: values are written straight into the caller's buffer, as
+//! bytes (every value is a whole `&str` or ASCII, so the line is UTF-8 without a check).
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::SystemTime;
 
@@ -15,6 +16,8 @@ use crate::obs::access_log::{AccessRecord, ResponseFlags, PROTOCOL_NONE};
 use crate::obs::fast_fmt;
 pub use crate::obs::format_parser::FormatError;
 use crate::obs::format_parser::{self, Op, Piece, ReqHeader};
+use crate::obs::istio_line;
+pub use crate::obs::istio_line::StartTimeCache;
 
 /// Istio 1.3's default text format (DESIGN.md, "Names that users grep for").
 pub const ISTIO_FORMAT: &str = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" %RESPONSE_CODE% %RESPONSE_FLAGS% \"%DYNAMIC_METADATA(istio.mixer:status)%\" \"%UPSTREAM_TRANSPORT_FAILURE_REASON%\" %BYTES_RECEIVED% %BYTES_SENT% %DURATION% %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% \"%REQ(X-FORWARDED-FOR)%\" \"%REQ(USER-AGENT)%\" \"%REQ(X-REQUEST-ID)%\" \"%REQ(:AUTHORITY)%\" \"%UPSTREAM_HOST%\" %UPSTREAM_CLUSTER% %UPSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS% %REQUESTED_SERVER_NAME% %ROUTE_NAME%\n";
@@ -27,6 +30,8 @@ pub struct LogFormat {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Kind {
+    /// `ISTIO_FORMAT`, however it was written in the config.
+    Istio,
     Text(Vec<Piece>),
     Json,
 }
@@ -80,10 +85,9 @@ enum Val<'a> {
 }
 
 impl LogFormat {
-    /// The `istio` format: `ISTIO_FORMAT` compiled by the same parser as custom strings.
+    /// The `istio` format: `ISTIO_FORMAT`, rendered by its fast path.
     pub fn istio() -> Self {
-        // ISTIO_FORMAT is a constant covered by tests; it cannot fail to compile.
-        compile_format(ISTIO_FORMAT).expect("ISTIO_FORMAT compiles")
+        LogFormat { kind: Kind::Istio }
     }
 
     /// The `json` format: one object per line with Istio's keys.
@@ -101,48 +105,73 @@ impl LogFormat {
     }
 
     /// Appends one line (ending in `\n`) for `rec` to `out`. A custom format that does not
-    /// end in a newline gets one, so a record is always exactly one line.
+    /// end in a newline gets one, so a record is always exactly one line. For tests and
+    /// one-off lines; the writer uses `render_line`.
     pub fn render(&self, rec: &AccessRecord, out: &mut String) {
+        let mut bytes = std::mem::take(out).into_bytes();
+        self.render_line(rec, &mut bytes, &mut StartTimeCache::default());
+        // Only whole `&str`s and ASCII are written and truncation keeps characters whole,
+        // so the lossy branch is never taken; it only avoids a panic path.
+        *out = String::from_utf8(bytes)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+    }
+
+    /// `render` into the writer's byte batch, with its start-time cache.
+    pub fn render_line(&self, rec: &AccessRecord, out: &mut Vec<u8>, clock: &mut StartTimeCache) {
         match &self.kind {
-            Kind::Text(pieces) => {
-                let line_start = out.len();
-                for piece in pieces {
-                    match piece {
-                        Piece::Literal(s) => out.push_str(s),
-                        Piece::Op { op, max_len } => {
-                            let start = out.len();
-                            write_text(eval(*op, rec), out);
-                            if let Some(max) = max_len {
-                                truncate_at_char(out, start + max);
-                            }
-                        }
-                    }
-                }
-                if out.len() == line_start || !out.ends_with('\n') {
-                    out.push('\n');
-                }
-            }
+            Kind::Istio => istio_line::render(rec, out, clock),
+            Kind::Text(pieces) => render_pieces(pieces, rec, out, clock),
             Kind::Json => {
-                out.push('{');
+                out.push(b'{');
                 for (i, (key, op)) in JSON_KEYS.iter().enumerate() {
                     if i > 0 {
-                        out.push(',');
+                        out.push(b',');
                     }
                     write_json_str(key, out);
-                    out.push(':');
-                    write_json(eval(*op, rec), out);
+                    out.push(b':');
+                    write_json(eval(*op, rec), out, clock);
                 }
-                out.push_str("}\n");
+                out.extend_from_slice(b"}\n");
             }
         }
     }
 }
 
 /// Compiles an Envoy format string (`%OPERATOR%`, `%REQ(A?B):N%`, literals between).
+/// `ISTIO_FORMAT` itself, written out in the config, gets the `istio` fast path.
 pub fn compile_format(s: &str) -> Result<LogFormat, FormatError> {
+    let pieces = format_parser::parse(s)?;
+    if format_parser::parse(ISTIO_FORMAT).is_ok_and(|istio| istio == pieces) {
+        return Ok(LogFormat::istio());
+    }
     Ok(LogFormat {
-        kind: Kind::Text(format_parser::parse(s)?),
+        kind: Kind::Text(pieces),
     })
+}
+
+/// The generic interpreter: one line of `pieces` for `rec`.
+pub(crate) fn render_pieces(
+    pieces: &[Piece],
+    rec: &AccessRecord,
+    out: &mut Vec<u8>,
+    clock: &mut StartTimeCache,
+) {
+    let line_start = out.len();
+    for piece in pieces {
+        match piece {
+            Piece::Literal(s) => out.extend_from_slice(s.as_bytes()),
+            Piece::Op { op, max_len } => {
+                let start = out.len();
+                write_text(eval(*op, rec), out, clock);
+                if let Some(max) = max_len {
+                    truncate_at_char(out, start + max);
+                }
+            }
+        }
+    }
+    if out.len() == line_start || out.last() != Some(&b'\n') {
+        out.push(b'\n');
+    }
 }
 
 fn header(rec: &AccessRecord, h: ReqHeader) -> Option<&str> {
@@ -195,95 +224,62 @@ fn eval(op: Op, rec: &AccessRecord) -> Val<'_> {
     }
 }
 
-fn write_text(v: Val<'_>, out: &mut String) {
-    // `write!` into a String cannot fail.
-    let _ = match v {
-        Val::Str(s) => {
-            out.push_str(s);
-            Ok(())
-        }
-        Val::Num(n) | Val::HeaderNum(n) => {
-            out.push_str(fast_fmt::decimal(n, 0).as_str());
-            Ok(())
-        }
-        Val::Addr(a) => {
-            out.push_str(fast_fmt::socket_addr(a).as_str());
-            Ok(())
-        }
-        Val::Ip(a) => {
-            out.push_str(fast_fmt::ip(a.ip()).as_str());
-            Ok(())
-        }
-        Val::Time(t) => write_start_time(t, out),
-        Val::Flags(f) => write!(out, "{f}"),
-        Val::Null => {
-            out.push('-');
-            Ok(())
-        }
-    };
+fn write_text(v: Val<'_>, out: &mut Vec<u8>, clock: &mut StartTimeCache) {
+    match v {
+        Val::Str(s) => out.extend_from_slice(s.as_bytes()),
+        Val::Num(n) | Val::HeaderNum(n) => fast_fmt::push_decimal(out, n),
+        Val::Addr(a) => fast_fmt::push_socket_addr(out, a),
+        Val::Ip(a) => fast_fmt::push_ip(out, a.ip()),
+        Val::Time(t) => clock.push(t, out),
+        Val::Flags(f) => f.push_to(out),
+        Val::Null => out.push(b'-'),
+    }
 }
 
 /// Typed JSON as Envoy writes Istio's JSON log: counts and codes as numbers, absent as
 /// `null`, `response_flags` as the string `"-"` when empty, and the upstream service time
 /// as a string because Envoy logs it from a response header.
-fn write_json(v: Val<'_>, out: &mut String) {
+fn write_json(v: Val<'_>, out: &mut Vec<u8>, clock: &mut StartTimeCache) {
     match v {
         Val::Str(s) => write_json_str(s, out),
-        Val::Num(n) => {
-            let _ = write!(out, "{n}");
-        }
-        Val::Null => out.push_str("null"),
+        Val::Num(n) => fast_fmt::push_decimal(out, n),
+        Val::Null => out.extend_from_slice(b"null"),
         other => {
-            out.push('"');
-            write_text(other, out);
-            out.push('"');
+            out.push(b'"');
+            write_text(other, out, clock);
+            out.push(b'"');
         }
     }
 }
 
-fn write_json_str(s: &str, out: &mut String) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
+/// A JSON string. Bytes of multi-byte characters are all >= 0x80, so escaping byte by
+/// byte is escaping character by character.
+fn write_json_str(s: &str, out: &mut Vec<u8>) {
+    out.push(b'"');
+    for &b in s.as_bytes() {
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b if b < 0x20 => {
+                out.extend_from_slice(b"\\u");
+                out.extend_from_slice(fast_fmt::hex(b.into(), 4).as_bytes());
             }
-            c => out.push(c),
+            b => out.push(b),
         }
     }
-    out.push('"');
-}
-
-/// `2019-09-03T20:57:49.103Z`: UTC, millisecond precision, as Envoy's default START_TIME.
-fn write_start_time(t: SystemTime, out: &mut String) -> std::fmt::Result {
-    let dt = time::OffsetDateTime::from(t);
-    let parts = [
-        (dt.year().max(0) as u64, 4, '-'),
-        (u8::from(dt.month()).into(), 2, '-'),
-        (dt.day().into(), 2, 'T'),
-        (dt.hour().into(), 2, ':'),
-        (dt.minute().into(), 2, ':'),
-        (dt.second().into(), 2, '.'),
-        (dt.millisecond().into(), 3, 'Z'),
-    ];
-    for (value, width, sep) in parts {
-        out.push_str(fast_fmt::decimal(value, width).as_str());
-        out.push(sep);
-    }
-    Ok(())
+    out.push(b'"');
 }
 
 /// Cuts `out` to at most `len` bytes without splitting a character (Envoy's `:N`).
-fn truncate_at_char(out: &mut String, mut len: usize) {
+fn truncate_at_char(out: &mut Vec<u8>, mut len: usize) {
     if len >= out.len() {
         return;
     }
-    while !out.is_char_boundary(len) {
+    // A UTF-8 continuation byte (0b10xx_xxxx) is never where a character starts.
+    while len > 0 && out[len] & 0xc0 == 0x80 {
         len -= 1;
     }
     out.truncate(len);

@@ -7,8 +7,9 @@
 //! Wiring (control thread, then each shard `i`):
 //! ```text
 //! let format = LogFormat::from_config(&cfg.access_log.format)?;          // FormatError -> exit 1
-//! let (writer, senders) = spawn_writer(&cfg.access_log.path, format, shards, 16384)?;
-//! signal_hook::flag::register(SIGUSR1, writer.reopen_flag())?;
+//! // "" = no access log: no writer (None) and senders that discard.
+//! let (writer, senders) = start_access_log(&cfg.access_log.path, format, shards, 16384)?;
+//! if let Some(w) = &writer { signal_hook::flag::register(SIGUSR1, w.reopen_flag())?; }
 //! let hub = StatsHub::new(shards);
 //! hub.add_global_counter(STAT_WRITTEN, { let c = writer.counters(); move || c.written.load(Relaxed) });
 //! // on shard i, inside its executor:
@@ -24,6 +25,7 @@ pub mod access_log;
 pub mod fast_fmt;
 pub mod format_parser;
 pub mod histogram;
+pub mod istio_line;
 pub mod log_format;
 pub mod log_writer;
 pub mod logging;

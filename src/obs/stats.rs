@@ -4,14 +4,36 @@
 //! (`listener.<addr>.*`), `HttpConnManagerStats` (`http.<prefix>.*`), and writing each
 //! into a `StatsSnapshot`. TLS and unscoped stats are in `stats_tls` (re-exported here).
 //! Must not: use atomics or locks: a shard bumps plain `Cell`s on the data path, and only
-//! its own publisher task reads them (see `stats_hub`).
+//! its own publisher task reads them (see `stats_hub`). The one shared value is the
+//! benchmark switch `stats_enabled`, written once at first use and only read after.
 
 use std::cell::{Cell, RefCell};
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use crate::obs::histogram::Histogram;
 use crate::obs::stats_snapshot::{Scope, StatKey, StatsSnapshot};
 pub use crate::obs::stats_tls::{HandshakeFailure, ServerStats, SniPeek, TlsStats};
+
+/// The environment variable that turns per-request stats recording off, for the
+/// `obs-cost` benchmark only (`EGRESSD_BENCH_NO_STATS=1`; unset or anything else = on).
+pub const BENCH_NO_STATS_ENV: &str = "EGRESSD_BENCH_NO_STATS";
+
+/// Whether counters and histograms record. Read once per process.
+///
+/// Why a runtime switch and not a cargo feature: the benchmark must compare stats on with
+/// stats off *in one run*, and two binaries built with different features also differ in
+/// code layout and inlining, which moves req/s by a few percent on its own, as much as the
+/// 5% being measured. With the switch, both sides run the same binary and the only
+/// difference is the recording itself; what the switch costs when stats are on (one load
+/// and a well-predicted branch per record call) is charged to the "on" side, so the
+/// measured cost errs high, not low. Gauges are not switched: they are levels changed per
+/// connection, not per request, and circuit breaking (`maxConnections`) reads one.
+pub fn stats_enabled() -> bool {
+    static ENABLED: LazyLock<bool> =
+        LazyLock::new(|| std::env::var_os(BENCH_NO_STATS_ENV).is_none_or(|v| v != "1"));
+    *ENABLED
+}
 
 /// A monotonically increasing count.
 #[derive(Debug, Default)]
@@ -22,7 +44,9 @@ impl Counter {
         self.add(1);
     }
     pub fn add(&self, n: u64) {
-        self.0.set(self.0.get().wrapping_add(n));
+        if stats_enabled() {
+            self.0.set(self.0.get().wrapping_add(n));
+        }
     }
     pub fn get(&self) -> u64 {
         self.0.get()
@@ -108,6 +132,9 @@ impl ClusterStats {
     /// Counts a response by exact code (`upstream_rq_<code>`) and, at snapshot time, by
     /// class (`upstream_rq_<N>xx`). Like Envoy, a code appears once it has happened.
     pub fn record_response(&self, code: u16) {
+        if !stats_enabled() {
+            return;
+        }
         let mut codes = self.codes.borrow_mut();
         match codes.iter_mut().find(|(c, _)| *c == code) {
             Some((_, n)) => *n += 1,
@@ -117,6 +144,9 @@ impl ClusterStats {
 
     /// `upstream_rq_time`: request sent to response complete, in ms.
     pub fn record_rq_time(&self, d: Duration) {
+        if !stats_enabled() {
+            return;
+        }
         self.rq_time.borrow_mut().record(d);
     }
 

@@ -21,7 +21,7 @@ use crate::config::{load, protocol_name, LoadMode};
 use crate::listener::bind::InstanceLock;
 use crate::obs::log_format::LogFormat;
 use crate::obs::log_writer::{
-    spawn_writer, AccessLogWriter, STAT_REOPEN_FAILED, STAT_WRITE_FAILED, STAT_WRITTEN,
+    start_access_log, AccessLogWriter, STAT_REOPEN_FAILED, STAT_WRITE_FAILED, STAT_WRITTEN,
 };
 use crate::route::compile;
 
@@ -81,15 +81,8 @@ pub fn run(args: RunArgs) -> u8 {
             return EXIT_RUNTIME;
         }
     };
-    let (writer, senders) = match spawn_writer(&log_path, format, cpus.len(), LOG_QUEUE) {
-        Ok(w) => w,
-        Err(e) => {
-            tracing::error!(path = %log_path, error = %e, "cannot open the access log");
-            return EXIT_RUNTIME;
-        }
-    };
-    register_writer_stats(&control, &writer);
-    // The admin server comes first, so `/ready` answers 503 while the shards start.
+    // The admin server comes first, so `/ready` answers 503 while the access log opens
+    // (a FIFO's open waits for its reader) and while the shards start.
     if let Some(addr) = snapshot.config.gateway.admin {
         match crate::admin::server::spawn(addr, control.clone()) {
             Ok(bound) => tracing::info!("admin listening bound={bound}"),
@@ -98,6 +91,16 @@ pub fn run(args: RunArgs) -> u8 {
                 return EXIT_RUNTIME;
             }
         }
+    }
+    let (writer, senders) = match start_access_log(&log_path, format, cpus.len(), LOG_QUEUE) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::error!(path = %log_path, error = %e, "cannot open the access log");
+            return EXIT_RUNTIME;
+        }
+    };
+    if let Some(w) = &writer {
+        register_writer_stats(&control, w);
     }
     let (tx, rx) = mpsc::channel();
     let mut handles = Vec::new();
@@ -163,10 +166,12 @@ pub fn run(args: RunArgs) -> u8 {
         cpus.len()
     ));
     notify::notify_ready();
-    serve_signals(&control, &writer);
+    serve_signals(&control, writer.as_ref());
     notify::notify_stopping();
     let code = stop(&control, handles, 0);
-    writer.shutdown();
+    if let Some(w) = writer {
+        w.shutdown();
+    }
     code
 }
 
@@ -193,7 +198,7 @@ fn register_writer_stats(control: &Control, writer: &AccessLogWriter) {
 }
 
 /// Blocks on signals until SIGTERM/SIGINT.
-fn serve_signals(control: &Arc<Control>, writer: &AccessLogWriter) {
+fn serve_signals(control: &Arc<Control>, writer: Option<&AccessLogWriter>) {
     let mut signals = match Signals::new([SIGHUP, SIGTERM, SIGINT, SIGUSR1]) {
         Ok(s) => s,
         Err(e) => {
@@ -208,10 +213,13 @@ fn serve_signals(control: &Arc<Control>, writer: &AccessLogWriter) {
                 let _ = control.reload();
                 notify::notify_ready();
             }
-            SIGUSR1 => {
-                tracing::info!("SIGUSR1: reopening the access log");
-                writer.request_reopen();
-            }
+            SIGUSR1 => match writer {
+                Some(w) => {
+                    tracing::info!("SIGUSR1: reopening the access log");
+                    w.request_reopen();
+                }
+                None => tracing::info!("SIGUSR1: no access log to reopen (accessLog.path is \"\")"),
+            },
             _ => {
                 tracing::info!(signal, "draining and exiting");
                 return;
