@@ -58,7 +58,13 @@ pub async fn accept_loop(
             false
         }
     };
-    let listen_addr = listener.local_addr().ok().filter(|a| !a.ip().is_unspecified());
+    let listen_addr = listener
+        .local_addr()
+        .ok()
+        .filter(|a| !a.ip().is_unspecified());
+    // Accepted sockets inherit TCP_NODELAY from the listener: one call here instead of
+    // one per connection.
+    let nodelay = socket::set_nodelay(listen_fd).is_ok();
     let mut in_a_row = 0u32;
     while !stop.get() {
         let accepted = if try_first {
@@ -109,7 +115,7 @@ pub async fn accept_loop(
             ctx2.stats.downstream_cx_total.inc();
             ctx2.stats.downstream_cx_active.inc();
             let addrs = peer.zip(listen_addr);
-            handle_accepted(shard2.clone(), stream, addrs, &ctx2).await;
+            handle_accepted(shard2.clone(), stream, addrs, nodelay, &ctx2).await;
             ctx2.active.set(ctx2.active.get() - 1);
             shard2.conn_closed();
             ctx2.stats.downstream_cx_active.dec();
@@ -144,16 +150,17 @@ async fn wait_accept(listener: &TcpListener) -> io::Result<(TcpStream, Option<So
 
 /// Serves one accepted connection; asks the kernel for its addresses.
 pub(crate) async fn handle(shard: Rc<Shard>, stream: TcpStream, ctx: &ListenerCtx) {
-    handle_accepted(shard, stream, None, ctx).await
+    handle_accepted(shard, stream, None, false, ctx).await
 }
 
 /// Serves one accepted connection. `addrs` (peer, local), when the accept loop knows them
 /// (accept4's peer address and the listener's own specific address), saves the
-/// getpeername/getsockname calls.
+/// getpeername/getsockname calls; `nodelay` says TCP_NODELAY came with the socket.
 async fn handle_accepted(
     shard: Rc<Shard>,
     stream: TcpStream,
     addrs: Option<(SocketAddr, SocketAddr)>,
+    nodelay: bool,
     ctx: &ListenerCtx,
 ) {
     let (peer, local) = match addrs {
@@ -163,7 +170,9 @@ async fn handle_accepted(
             _ => return,
         },
     };
-    let _ = stream.set_nodelay(true);
+    if !nodelay {
+        let _ = stream.set_nodelay(true);
+    }
     if matches!(
         ctx.protocol,
         Protocol::Tls | Protocol::Https | Protocol::Tcp

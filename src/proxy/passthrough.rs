@@ -119,11 +119,27 @@ pub async fn relay(
         r.map(|()| first_closed.set(first_closed.get().or(Some(side))))
     };
     let up = async {
-        let r = relay_dir::run(&downstream, &upstream, to_up, replay, pipes, opts.splice, meter(&from_down));
+        let r = relay_dir::run(
+            &downstream,
+            &upstream,
+            to_up,
+            replay,
+            pipes,
+            opts.splice,
+            meter(&from_down),
+        );
         finish(r.await, Side::Downstream)
     };
     let down = async {
-        let r = relay_dir::run(&upstream, &downstream, to_down, &[], pipes, opts.splice, meter(&from_up));
+        let r = relay_dir::run(
+            &upstream,
+            &downstream,
+            to_down,
+            &[],
+            pipes,
+            opts.splice,
+            meter(&from_up),
+        );
         finish(r.await, Side::Upstream)
     };
     let both = async {

@@ -169,7 +169,11 @@ pub(crate) async fn run(
         meter.read(replay.len(), false);
     }
     if !small_loop(from, &mut dest, pool, &meter).await? {
-        let pipe = if splice { take_pipe(from, to, pool) } else { None };
+        let pipe = if splice {
+            take_pipe(from, to, pool)
+        } else {
+            None
+        };
         let spliced = match pipe {
             Some(mut pipe) => splice_loop(from, &mut dest, &mut pipe, &meter).await?,
             None => false,
@@ -208,6 +212,11 @@ async fn small_loop(
 ) -> Result<bool, DirError> {
     let (src, dst, way) = (from.as_raw_fd(), to.sock.as_raw_fd(), to.way);
     let mut budget = Budget::default();
+    // A relay starts when neither side has anything to say yet (the client
+    // waits for the ServerHello, the server has just got the ClientHello):
+    // wait first. glommio's peek tries a nonblocking MSG_PEEK before arming
+    // io_uring, so this costs one call where recv-then-wait costs two.
+    wait_readable(from).await.map_err(|e| way.source_err(e))?;
     loop {
         // The borrow ends with this statement: nothing awaits while it lives.
         let step = forward_once(src, dst, &mut pool.scratch(), way)?;

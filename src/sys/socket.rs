@@ -54,7 +54,8 @@ pub fn recv_append(fd: RawFd, buf: &mut Vec<u8>, max: usize) -> io::Result<usize
     let spare: &mut [MaybeUninit<u8>] = &mut buf.spare_capacity_mut()[..max];
     // SAFETY: `spare` is valid for writes of `max` bytes (reserved above);
     // the kernel writes only initialised bytes into it and reports how many.
-    let n = cvt_size(unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), max, libc::MSG_DONTWAIT) })?;
+    let n =
+        cvt_size(unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), max, libc::MSG_DONTWAIT) })?;
     // SAFETY: recv initialised the first `n <= max` bytes of the spare
     // capacity, which directly follow the current length.
     unsafe { buf.set_len(buf.len() + n) };
@@ -96,9 +97,8 @@ pub fn accept_nonblocking(fd: RawFd) -> io::Result<(OwnedFd, SocketAddr)> {
     // SAFETY: zero-initialised, then (partly) filled by the kernel: every
     // byte of a sockaddr_storage is a valid value.
     let storage = unsafe { storage.assume_init() };
-    let addr = sockaddr_to_std(&storage).ok_or_else(|| {
-        io::Error::new(io::ErrorKind::InvalidData, "accepted a non-IP socket")
-    })?;
+    let addr = sockaddr_to_std(&storage)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "accepted a non-IP socket"))?;
     Ok((owned, addr))
 }
 
@@ -130,13 +130,19 @@ fn sockaddr_to_std(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
         libc::AF_INET => {
             // SAFETY: ss_family says the storage holds a sockaddr_in, which is
             // smaller than sockaddr_storage and less strictly aligned.
-            let sin = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let sin =
+                unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
             let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-            Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(sin.sin_port))))
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                ip,
+                u16::from_be(sin.sin_port),
+            )))
         }
         libc::AF_INET6 => {
             // SAFETY: as above, for sockaddr_in6.
-            let sin6 = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let sin6 = unsafe {
+                &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
             let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
             Some(SocketAddr::V6(SocketAddrV6::new(
                 ip,
@@ -147,6 +153,24 @@ fn sockaddr_to_std(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
         }
         _ => None,
     }
+}
+
+/// Sets TCP_NODELAY on `fd`. On a listening socket, the connections it
+/// accepts inherit it (Linux copies the option into each accepted socket).
+pub fn set_nodelay(fd: RawFd) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a pointer to a
+    // live local c_int; no memory is kept after the call.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
 }
 
 /// shutdown(fd, SHUT_WR): sends FIN after the queued bytes, keeps reading.
