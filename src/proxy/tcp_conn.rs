@@ -27,7 +27,7 @@ use crate::route::l4::{self, Intake, L4Route, ServerAction};
 use crate::route::table::Snapshot;
 use crate::runtime::shard::{ClusterLocal, Shard};
 use crate::upstream::cluster::Cluster;
-use crate::upstream::connect::connect_sending;
+use crate::upstream::connect::{connect_sending, connect_silent};
 
 /// Retries after the first connect attempt, each to the next endpoint the cluster's
 /// load balancer picks (DESIGN.md's default: 2 retries on connect failure).
@@ -372,20 +372,6 @@ async fn connect(
         }
     }
     Err(ResponseFlags::UPSTREAM_CONNECTION_FAILURE)
-}
-
-/// Connects with nothing to send first (a `tcp` route, no peek): glommio waits for the
-/// handshake itself. Nagle off, as for every relayed connection.
-async fn connect_silent(addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
-    let stream = TcpStream::connect_timeout(addr, timeout)
-        .await
-        .map_err(|e| match e {
-            glommio::GlommioError::TimedOut(_) => std::io::ErrorKind::TimedOut.into(),
-            glommio::GlommioError::IoError(io) => io,
-            other => std::io::Error::other(other.to_string()),
-        })?;
-    let _ = stream.set_nodelay(true);
-    Ok(stream)
 }
 
 /// `upstream_cx_total`/`upstream_cx_active` of one relayed upstream connection: counted

@@ -117,3 +117,18 @@ pub async fn connect_sending(
     }
     Ok(stream)
 }
+
+/// Connects to `addr` with nothing to send first (a relay of a `tcp` route, no peek):
+/// glommio waits for the handshake. Nagle off; the socket stays blocking (a splice relay
+/// makes it nonblocking when a transfer turns bulk).
+pub async fn connect_silent(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+    let stream = TcpStream::connect_timeout(addr, timeout)
+        .await
+        .map_err(|e| match e {
+            glommio::GlommioError::TimedOut(_) => io::ErrorKind::TimedOut.into(),
+            glommio::GlommioError::IoError(io) => io,
+            other => io::Error::other(other.to_string()),
+        })?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
