@@ -132,8 +132,18 @@ fn bulk_both_ways(splice: bool) {
     );
     assert_eq!(outcome.bytes_from_downstream, TOTAL as u64);
     assert_eq!(outcome.bytes_from_upstream, TOTAL as u64);
-    let expect_spliced = if splice { 2 * TOTAL as u64 } else { 0 };
-    assert_eq!(outcome.bytes_spliced, expect_spliced);
+    // A direction moves its first small reads through the shard's scratch
+    // buffer and splices once the transfer shows it is bulk: nearly every
+    // byte of these 256 MiB goes through a pipe, none in copy mode.
+    if splice {
+        assert!(
+            outcome.bytes_spliced > 2 * TOTAL as u64 * 9 / 10,
+            "{}",
+            outcome.bytes_spliced
+        );
+    } else {
+        assert_eq!(outcome.bytes_spliced, 0);
+    }
     // Both pipes came back empty and were pooled for the next connection.
     assert_eq!(idle_pipes, if splice { 2 } else { 0 });
 }
@@ -177,7 +187,9 @@ fn replay_first(splice: bool) {
     assert_eq!(server.join().unwrap(), b"\x16\x03\x01peeked-hello|after");
     let (outcome, idle_pipes) = outcome.recv_timeout(BOUND).unwrap();
     assert_eq!(outcome.bytes_from_downstream, (replay.len() + 5) as u64);
-    assert_eq!(idle_pipes, if splice { 2 } else { 0 });
+    // Five bytes are no bulk transfer: they went through the shard's scratch
+    // buffer, and no pipe was taken.
+    assert_eq!(idle_pipes, 0);
     assert!(
         matches!(
             outcome.end,
@@ -222,8 +234,8 @@ fn idle_connection_is_ended_by_the_idle_timeout() {
         outcome.end
     );
     assert_eq!(
-        idle_pipes, 2,
-        "the 25 bytes were delivered: both pipes are empty"
+        idle_pipes, 0,
+        "25 bytes are no bulk transfer: they take no pipe"
     );
     // Both sides were closed by the relay.
     assert_eq!(server.join().unwrap().0, 25);

@@ -5,15 +5,16 @@
 //! caller can replay it upstream unchanged: nothing here consumes or rewrites
 //! data, and nothing here decides what to do with a verdict (routing does).
 
-use std::cell::Cell;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use futures_lite::{future, AsyncReadExt};
+use futures_lite::future;
 use glommio::net::TcpStream;
 use glommio::timer::Timer;
 
 use super::sni::{client_hello_sni, Peek};
+use crate::sys::socket;
 
 /// Why no verdict could be reached; every case is the downstream's doing.
 #[derive(Debug, thiserror::Error)]
@@ -49,46 +50,46 @@ impl PeekError {
 /// the whole search is bounded by `deadline`. On return, `buf` holds exactly
 /// the bytes received (also after a timeout or error), to be written upstream
 /// before relaying. `buf` can be reused across connections: it grows to at
-/// most `cap` and is never shrunk here.
+/// most `cap` (plus the allocator's rounding) and is never shrunk here.
 pub async fn peek_sni(
     stream: &mut TcpStream,
     buf: &mut Vec<u8>,
     cap: usize,
     deadline: Duration,
 ) -> Result<Peek, PeekError> {
-    // Zero the buffer up to the cap once, read into its tail, and cut it
-    // back to the bytes received at the end (also when the deadline drops
-    // the read future). Resizing per read would zero-fill 16 KiB for every
-    // byte a slow client trickles in.
-    let filled = Cell::new(buf.len());
-    if buf.len() < cap {
-        buf.resize(cap, 0);
-    }
-    let verdict = future::or(read_until_verdict(stream, buf, cap, &filled), async {
+    // Reads go straight into the vector's spare capacity (no zero-filling
+    // 16 KiB per connection), so `buf` always holds exactly the bytes
+    // received, also when the deadline drops the read future.
+    future::or(read_until_verdict(stream, buf, cap), async {
         Timer::new(deadline).await;
         Err(PeekError::TimedOut(deadline))
     })
-    .await;
-    buf.truncate(filled.get());
-    verdict
+    .await
 }
 
+/// Reads without waiting first (the hello has usually arrived with the
+/// connection), and waits in io_uring with a 1-byte MSG_PEEK only on EAGAIN:
+/// glommio's own `read` would arm an extra poll after every short read.
 async fn read_until_verdict(
-    stream: &mut TcpStream,
-    buf: &mut [u8],
+    stream: &TcpStream,
+    buf: &mut Vec<u8>,
     cap: usize,
-    filled: &Cell<usize>,
 ) -> Result<Peek, PeekError> {
+    let fd = stream.as_raw_fd();
     loop {
-        let have = filled.get();
-        let verdict = client_hello_sni(&buf[..have], cap);
+        let have = buf.len();
+        let verdict = client_hello_sni(buf, cap);
         if verdict != Peek::Incomplete {
             return Ok(verdict);
         }
         // Incomplete implies fewer than `cap` bytes so far: room is left.
-        match stream.read(&mut buf[have..cap]).await {
+        match socket::recv_append(fd, buf, cap - have) {
             Ok(0) => return Err(PeekError::Closed(have)),
-            Ok(n) => filled.set(have + n),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let mut probe = [0u8; 1];
+                stream.peek(&mut probe).await.map_err(io::Error::from)?;
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(PeekError::Io(e)),
         }

@@ -1,18 +1,31 @@
 //! A shard's accept loop for one listener: accepts, enforces the connection caps, and hands
 //! each connection to the data path its listener's protocol calls for. The connection lives
 //! on this shard from accept to close.
+//!
+//! Accepting costs one system call while connections are queued: the listener is made
+//! O_NONBLOCK once and `accept4(SOCK_NONBLOCK)` returns a nonblocking socket (what splice
+//! needs) with its peer address. Only on EAGAIN does the loop wait in glommio's `accept`
+//! (which itself costs three fcntl and an io_uring accept), then goes back to `accept4`.
 
 use std::cell::Cell;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::Duration;
 
 use glommio::net::{TcpListener, TcpStream};
 
+use super::bind::ShardListener;
 use crate::config::model::Protocol;
 use crate::obs::stats::{HttpConnManagerStats, ListenerDeny, ListenerStats};
 use crate::proxy::http1::conn::{serve, DownstreamInfo};
 use crate::proxy::tcp_conn::{self, L4Downstream};
 use crate::runtime::shard::Shard;
+use crate::sys::{fd, socket};
+
+/// Connections accepted in a row before the accept loop yields to the shard's other tasks.
+const ACCEPT_BURST: u32 = 32;
 
 /// What an accept loop needs to know about its listener.
 pub struct ListenerCtx {
@@ -27,21 +40,55 @@ pub struct ListenerCtx {
 /// Accepts until `stop` says so. EMFILE/ENFILE back off instead of spinning.
 pub async fn accept_loop(
     shard: Rc<Shard>,
-    listener: TcpListener,
+    listener: ShardListener,
     ctx: ListenerCtx,
     stop: Rc<Cell<bool>>,
 ) {
     let ctx = Rc::new(ctx);
+    let ShardListener {
+        listener,
+        fd: listen_fd,
+    } = listener;
+    // Without O_NONBLOCK on the listener, accept4 would block the shard: then every accept
+    // goes through glommio.
+    let try_first = match socket::set_nonblocking(listen_fd, true) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "listener stays blocking; accepting through glommio only");
+            false
+        }
+    };
+    let listen_addr = listener
+        .local_addr()
+        .ok()
+        .filter(|a| !a.ip().is_unspecified());
+    // Accepted sockets inherit TCP_NODELAY from the listener: one call here instead of
+    // one per connection.
+    let nodelay = socket::set_nodelay(listen_fd).is_ok();
+    let mut in_a_row = 0u32;
     while !stop.get() {
-        let stream = match listener.accept().await {
+        let accepted = if try_first {
+            match socket::accept_nonblocking(listen_fd) {
+                Ok((conn, peer)) => {
+                    // A full queue never makes accept4 wait: let the connections already
+                    // accepted (and the rest of the shard) run now and then.
+                    in_a_row += 1;
+                    if in_a_row % ACCEPT_BURST == 0 {
+                        futures_lite::future::yield_now().await;
+                    }
+                    Ok((fd::stream_from_fd(conn), Some(peer)))
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_accept(&listener).await,
+                Err(e) => Err(e),
+            }
+        } else {
+            wait_accept(&listener).await
+        };
+        let (stream, peer) = match accepted {
             Ok(s) => s,
             Err(e) => {
-                let raw = match &e {
-                    glommio::GlommioError::IoError(io) => io.raw_os_error(),
-                    _ => None,
-                };
                 if matches!(
-                    raw,
+                    e.raw_os_error(),
                     Some(libc::EMFILE)
                         | Some(libc::ENFILE)
                         | Some(libc::ENOBUFS)
@@ -67,7 +114,8 @@ pub async fn accept_loop(
             shard2.conn_opened();
             ctx2.stats.downstream_cx_total.inc();
             ctx2.stats.downstream_cx_active.inc();
-            handle(shard2.clone(), stream, &ctx2).await;
+            let addrs = peer.zip(listen_addr);
+            handle_accepted(shard2.clone(), stream, addrs, nodelay, &ctx2).await;
             ctx2.active.set(ctx2.active.get() - 1);
             shard2.conn_closed();
             ctx2.stats.downstream_cx_active.dec();
@@ -90,11 +138,41 @@ fn admit(shard: &Shard, ctx: &ListenerCtx) -> bool {
     shard.open_connections() < global_cap && ctx.active.get() < listener_cap
 }
 
+/// Waits in glommio for the next connection, made nonblocking like those of `accept4`.
+async fn wait_accept(listener: &TcpListener) -> io::Result<(TcpStream, Option<SocketAddr>)> {
+    let stream = listener.accept().await.map_err(|e| match e {
+        glommio::GlommioError::IoError(io) => io,
+        other => io::Error::other(other.to_string()),
+    })?;
+    socket::set_nonblocking(stream.as_raw_fd(), true)?;
+    Ok((stream, None))
+}
+
+/// Serves one accepted connection; asks the kernel for its addresses.
 pub(crate) async fn handle(shard: Rc<Shard>, stream: TcpStream, ctx: &ListenerCtx) {
-    let (Ok(peer), Ok(local)) = (stream.peer_addr(), stream.local_addr()) else {
-        return;
+    handle_accepted(shard, stream, None, false, ctx).await
+}
+
+/// Serves one accepted connection. `addrs` (peer, local), when the accept loop knows them
+/// (accept4's peer address and the listener's own specific address), saves the
+/// getpeername/getsockname calls; `nodelay` says TCP_NODELAY came with the socket.
+async fn handle_accepted(
+    shard: Rc<Shard>,
+    stream: TcpStream,
+    addrs: Option<(SocketAddr, SocketAddr)>,
+    nodelay: bool,
+    ctx: &ListenerCtx,
+) {
+    let (peer, local) = match addrs {
+        Some(known) => known,
+        None => match (stream.peer_addr(), stream.local_addr()) {
+            (Ok(peer), Ok(local)) => (peer, local),
+            _ => return,
+        },
     };
-    let _ = stream.set_nodelay(true);
+    if !nodelay {
+        let _ = stream.set_nodelay(true);
+    }
     if matches!(
         ctx.protocol,
         Protocol::Tls | Protocol::Https | Protocol::Tcp

@@ -3,7 +3,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::IntoRawFd;
+use std::os::fd::{IntoRawFd, RawFd};
 
 use glommio::net::TcpListener;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -11,16 +11,24 @@ use socket2::{Domain, Protocol, Socket, Type};
 /// Backlog asked of the kernel; it is capped by `net.core.somaxconn` (see tuning/).
 const BACKLOG: i32 = 4096;
 
+/// A shard's listening socket as glommio drives it, with its descriptor number, which
+/// glommio 0.9's `TcpListener` does not expose and the accept loop needs for `accept4`.
+pub struct ShardListener {
+    pub listener: TcpListener,
+    /// Owned (and closed) by `listener`: valid exactly as long as it is.
+    pub fd: RawFd,
+}
+
 /// Binds `addr` with SO_REUSEPORT and hands the socket to the current glommio executor.
 pub fn bind_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
-    Ok(bind_reuseport_kept(addr)?.0)
+    Ok(bind_reuseport_kept(addr)?.0.listener)
 }
 
 /// As [`bind_reuseport`], plus a second descriptor (a `dup`) of the same listening socket.
 /// The shard keeps it so that stopping the accept loop does not close the socket: closing
 /// one socket of a SO_REUSEPORT group resets what waits in its accept queue, so the shard
 /// first drains that queue through this handle (see `listener::drain`), then closes it.
-pub fn bind_reuseport_kept(addr: SocketAddr) -> io::Result<(TcpListener, Socket)> {
+pub fn bind_reuseport_kept(addr: SocketAddr) -> io::Result<(ShardListener, Socket)> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
@@ -32,7 +40,8 @@ pub fn bind_reuseport_kept(addr: SocketAddr) -> io::Result<(TcpListener, Socket)
     socket.set_cloexec(true)?;
     let kept = socket.try_clone()?;
     let fd = socket.into_raw_fd();
-    Ok((crate::sys::fd::listener_from_fd(fd), kept))
+    let listener = crate::sys::fd::listener_from_fd(fd);
+    Ok((ShardListener { listener, fd }, kept))
 }
 
 /// A lock that makes a second egressd on the same listeners refuse to start: SO_REUSEPORT

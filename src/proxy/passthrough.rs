@@ -6,15 +6,17 @@
 //! the idle timeout, and the byte counts. It does not peek, route, connect or
 //! log access lines; it returns a [`RelayOutcome`] for the caller to log.
 //!
-//! Data path: splice(2) socket -> pipe -> socket per direction with pipes
-//! from the shard's [`PipePool`]; plain copy through one fixed buffer per
+//! Data path: small transfers go through the shard's scratch buffer (no
+//! pipe); bulk ones splice(2) socket -> pipe -> socket per direction with
+//! pipes from the shard's [`PipePool`], or copy through one fixed buffer per
 //! direction when splice is off, no pipe is available, or the kernel refuses
-//! to splice these sockets. Nothing allocates per chunk: bulk transfers run
-//! in constant memory.
+//! to splice these sockets (see `relay_dir`). Nothing allocates per chunk:
+//! bulk transfers run in constant memory.
 //!
-//! Each direction owns its source socket and a `dup` of its destination, so
-//! the two futures never share a `TcpStream` (glommio's `write_all` needs
-//! `&mut`), and one finishing early (half-close) closes only its own fds.
+//! Both directions borrow both sockets (`&TcpStream`: splice, MSG_DONTWAIT
+//! recv/send, peek and shutdown need no more); a direction whose write has to
+//! wait makes its own `dup` then (see `relay_dir`). Both sockets close when
+//! the relay returns.
 //!
 //! One task per connection, not per direction: the two direction futures
 //! are joined in the caller's task. Splitting them into tasks would save no
@@ -26,16 +28,14 @@
 
 use std::cell::Cell;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use futures_lite::future;
 use glommio::net::TcpStream;
 use glommio::timer::Timer;
 
-use super::pipe_pool::{PipePool, PooledPipe};
+use super::pipe_pool::PipePool;
 use super::relay_dir::{self, DirError, Meter, Way};
-use crate::sys::socket;
 
 /// How a passthrough connection is relayed.
 #[derive(Debug, Clone)]
@@ -66,7 +66,7 @@ pub enum RelayEnd {
     /// Reading from or writing to `side` failed (reset, broken pipe...); the
     /// other direction was stopped there too.
     Error { side: Side, error: io::Error },
-    /// egressd itself could not set the relay up (out of descriptors).
+    /// egressd itself could not make a handle it needed (out of descriptors).
     Local(io::Error),
 }
 
@@ -102,91 +102,65 @@ pub async fn relay(
     let last_activity = Cell::new(Instant::now());
     let first_closed: Cell<Option<Side>> = Cell::new(None);
 
-    let end = match split(&downstream, &upstream) {
-        Err(e) => RelayEnd::Local(e),
-        Ok((down_w, up_w)) => {
-            let (pipe_up, pipe_down) = take_pipes(opts.splice, &downstream, &upstream, pipes);
-            let to_up = Way {
-                from: Side::Downstream,
-                to: Side::Upstream,
-            };
-            let to_down = Way {
-                from: Side::Upstream,
-                to: Side::Downstream,
-            };
-            let meter = |bytes| Meter {
-                bytes,
-                spliced: &spliced,
-                last_activity: &last_activity,
-            };
-            let finish = |r: Result<(), DirError>, side| {
-                r.map(|()| first_closed.set(first_closed.get().or(Some(side))))
-            };
-            let up = async {
-                let r = relay_dir::run(downstream, up_w, to_up, replay, pipe_up, meter(&from_down));
-                finish(r.await, Side::Downstream)
-            };
-            let down = async {
-                let r = relay_dir::run(upstream, down_w, to_down, &[], pipe_down, meter(&from_up));
-                finish(r.await, Side::Upstream)
-            };
-            let both = async {
-                match future::try_zip(up, down).await {
-                    Ok(_) => RelayEnd::Closed {
-                        first: first_closed.get().unwrap_or(Side::Downstream),
-                    },
-                    Err(DirError { side, error }) => RelayEnd::Error { side, error },
-                }
-            };
-            let idle = async {
-                idle_watch(&last_activity, opts.idle_timeout).await;
-                RelayEnd::IdleTimeout
-            };
-            future::or(both, idle).await
+    let to_up = Way {
+        from: Side::Downstream,
+        to: Side::Upstream,
+    };
+    let to_down = Way {
+        from: Side::Upstream,
+        to: Side::Downstream,
+    };
+    let meter = |bytes| Meter {
+        bytes,
+        spliced: &spliced,
+        last_activity: &last_activity,
+    };
+    let finish = |r: Result<(), DirError>, side| {
+        r.map(|()| first_closed.set(first_closed.get().or(Some(side))))
+    };
+    let up = async {
+        let r = relay_dir::run(
+            &downstream,
+            &upstream,
+            to_up,
+            replay,
+            pipes,
+            opts.splice,
+            meter(&from_down),
+        );
+        finish(r.await, Side::Downstream)
+    };
+    let down = async {
+        let r = relay_dir::run(
+            &upstream,
+            &downstream,
+            to_down,
+            &[],
+            pipes,
+            opts.splice,
+            meter(&from_up),
+        );
+        finish(r.await, Side::Upstream)
+    };
+    let both = async {
+        match future::try_zip(up, down).await {
+            Ok(_) => RelayEnd::Closed {
+                first: first_closed.get().unwrap_or(Side::Downstream),
+            },
+            Err(DirError::Side { side, error }) => RelayEnd::Error { side, error },
+            Err(DirError::Local(error)) => RelayEnd::Local(error),
         }
     };
+    let idle = async {
+        idle_watch(&last_activity, opts.idle_timeout).await;
+        RelayEnd::IdleTimeout
+    };
+    let end = future::or(both, idle).await;
     RelayOutcome {
         bytes_from_downstream: from_down.get(),
         bytes_from_upstream: from_up.get(),
         bytes_spliced: spliced.get(),
         end,
-    }
-}
-
-/// Write handles for both sockets: a `dup` of each, wrapped as a glommio
-/// stream of its own (see the module comment for why).
-fn split(downstream: &TcpStream, upstream: &TcpStream) -> io::Result<(TcpStream, TcpStream)> {
-    Ok((
-        socket::dup_stream(downstream)?,
-        socket::dup_stream(upstream)?,
-    ))
-}
-
-/// Two pipes when splicing is asked for and possible, else none (copy).
-fn take_pipes<'p>(
-    splice: bool,
-    downstream: &TcpStream,
-    upstream: &TcpStream,
-    pipes: &'p PipePool,
-) -> (Option<PooledPipe<'p>>, Option<PooledPipe<'p>>) {
-    if !splice {
-        return (None, None);
-    }
-    // glommio leaves sockets blocking (it passes MSG_DONTWAIT per call);
-    // splice has no such flag for the socket side, so a blocking socket
-    // would block the whole shard. The flag is shared with the dups.
-    for s in [downstream, upstream] {
-        if let Err(e) = socket::set_nonblocking(s.as_raw_fd(), true) {
-            tracing::warn!(error = %e, "cannot make socket nonblocking, copying instead of splicing");
-            return (None, None);
-        }
-    }
-    match (pipes.get(), pipes.get()) {
-        (Ok(a), Ok(b)) => (Some(a), Some(b)),
-        (Err(e), _) | (_, Err(e)) => {
-            tracing::warn!(error = %e, "no pipe for splice, copying instead");
-            (None, None)
-        }
     }
 }
 

@@ -4,16 +4,20 @@
 //! how many bytes are inside: the relay does, since only it knows what it
 //! spliced in and out (see `proxy::passthrough::PipePool`).
 
+use std::cell::Cell;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use super::{cvt, cvt_size};
 
-/// Both ends of a nonblocking, close-on-exec pipe.
+/// Both ends of a nonblocking, close-on-exec pipe, and its capacity.
 #[derive(Debug)]
 pub struct Pipe {
     read: OwnedFd,
     write: OwnedFd,
+    /// Capacity in bytes, asked of the kernel once at creation and updated
+    /// by [`Pipe::set_size`], so a pooled pipe costs no fcntl per use.
+    size: Cell<usize>,
 }
 
 impl Pipe {
@@ -27,7 +31,13 @@ impl Pipe {
         // SAFETY: pipe2 succeeded, so both fds are open and owned by nobody
         // else; each is wrapped exactly once and closed by OwnedFd's Drop.
         let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        Ok(Pipe { read, write })
+        let pipe = Pipe {
+            read,
+            write,
+            size: Cell::new(0),
+        };
+        pipe.size.set(pipe.kernel_size()?);
+        Ok(pipe)
     }
 
     /// Asks the kernel to resize the pipe (F_SETPIPE_SZ) and returns the size
@@ -39,11 +49,18 @@ impl Pipe {
         // SAFETY: F_SETPIPE_SZ takes an int argument and only reads it; the
         // fd is a pipe we own for the duration of the call.
         let size = cvt(unsafe { libc::fcntl(self.write.as_raw_fd(), libc::F_SETPIPE_SZ, bytes) })?;
+        self.size.set(size as usize);
         Ok(size as usize)
     }
 
-    /// The pipe's capacity in bytes (F_GETPIPE_SZ).
-    pub fn size(&self) -> io::Result<usize> {
+    /// The pipe's capacity in bytes, as last learnt from the kernel (no
+    /// system call).
+    pub fn size(&self) -> usize {
+        self.size.get()
+    }
+
+    /// The pipe's capacity in bytes, asked of the kernel (F_GETPIPE_SZ).
+    pub fn kernel_size(&self) -> io::Result<usize> {
         // SAFETY: F_GETPIPE_SZ takes no argument and reads no memory of ours.
         let size = cvt(unsafe { libc::fcntl(self.write.as_raw_fd(), libc::F_GETPIPE_SZ) })?;
         Ok(size as usize)
@@ -102,7 +119,8 @@ mod tests {
         let p = Pipe::new().unwrap();
         let got = p.set_size(128 * 1024).unwrap();
         assert!(got >= 128 * 1024);
-        assert_eq!(p.size().unwrap(), got);
+        assert_eq!(p.size(), got);
+        assert_eq!(p.kernel_size().unwrap(), got);
     }
 
     #[test]
