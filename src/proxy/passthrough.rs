@@ -191,7 +191,7 @@ fn take_pipes<'p>(
 }
 
 /// Resolves once nothing moved for `idle`; re-arms on activity.
-async fn idle_watch(last_activity: &Cell<Instant>, idle: Duration) {
+pub(crate) async fn idle_watch(last_activity: &Cell<Instant>, idle: Duration) {
     loop {
         let deadline = last_activity.get() + idle;
         let now = Instant::now();
