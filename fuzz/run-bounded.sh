@@ -56,8 +56,9 @@ for t in "${targets[@]}"; do
   else
     status=FAILED
     failed+=("$t")
-    echo "---- $t failed; last lines of its log:" >&2
-    tail -n 40 "$log" >&2
+    echo "---- $t failed:" >&2
+    grep -m 5 -E "panicked at|ERROR: libFuzzer|deadly signal|out-of-memory|timeout after" "$log" >&2 || true
+    grep -A 12 -m 1 "^Failing input" "$log" >&2 || tail -n 40 "$log" >&2
     ls -1 "artifacts/$t" 2>/dev/null | sed "s|^|     artifact: fuzz/artifacts/$t/|" >&2 || true
   fi
   runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
