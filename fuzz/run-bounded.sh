@@ -21,7 +21,7 @@ flags=(--sanitizer none --debug-assertions)
 # download one here (no network but the package registries), and none is needed: without a
 # sanitizer every flag cargo-fuzz passes (-Cpasses=sancov-module, -Cllvm-args=...) is a
 # stable rustc flag, so the stable toolchain builds the same fuzzers.
-if rustup run nightly rustc --version >/dev/null 2>&1; then
+if RUSTUP_AUTO_INSTALL=0 rustup run nightly rustc --version >/dev/null 2>&1; then
   toolchain=+nightly
 else
   echo "run-bounded: no nightly toolchain here; building with stable" >&2
