@@ -165,7 +165,7 @@ pub async fn relay(
 }
 
 /// Resolves once nothing moved for `idle`; re-arms on activity.
-async fn idle_watch(last_activity: &Cell<Instant>, idle: Duration) {
+pub(crate) async fn idle_watch(last_activity: &Cell<Instant>, idle: Duration) {
     loop {
         let deadline = last_activity.get() + idle;
         let now = Instant::now();

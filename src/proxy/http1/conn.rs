@@ -248,6 +248,7 @@ pub(crate) async fn route_and_forward<D: AsyncRead + AsyncWrite + Unpin>(
             outcome.upstream_host = Some(t.upstream);
             outcome.bytes_received = t.to_upstream;
             outcome.bytes_sent = t.to_downstream;
+            outcome.flag = t.idle_timed_out.then_some("SI");
         });
         return (result, outcome);
     }

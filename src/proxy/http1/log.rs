@@ -21,7 +21,10 @@ pub fn new_record(start_time: SystemTime, info: &DownstreamInfo) -> AccessRecord
 
 pub fn set_request(rec: &mut AccessRecord, head: &RequestHead, user_agent: Option<&str>) {
     rec.method = Some(head.method.clone());
-    rec.path = Some(head.path.clone());
+    // A CONNECT's authority-form target has no path: Envoy's HTTP/1 codec sets `:authority`
+    // from it and no `:path`, so its log line reads `"CONNECT - HTTP/1.1"`. Only CONNECT
+    // parses to an empty path (origin and absolute forms give at least "/").
+    rec.path = (!head.path.is_empty()).then(|| head.path.clone());
     rec.protocol = if head.minor == 0 {
         PROTOCOL_HTTP10
     } else {
