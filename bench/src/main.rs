@@ -416,6 +416,7 @@ fn run_reload(o: Opts) -> Result<(), BenchError> {
         rate: o.rate,
         interval: Duration::from_secs(1),
         target_cpu: o.target_cpu,
+        quick: o.quick,
     };
     let (json, md) = bench::reload::run(&plan, launch, &o.out)?;
     println!("{}\n{}", json.display(), md.display());

@@ -36,6 +36,8 @@ pub struct Plan {
     pub rate: Option<f64>,
     pub interval: Duration,
     pub target_cpu: usize,
+    /// `--quick`: said in the notes, with the machine's noise.
+    pub quick: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -212,10 +214,13 @@ pub fn run(plan: &Plan, launch: Launch, out: &Path) -> Result<(PathBuf, PathBuf)
             format!("every {:?}: the config file is replaced (temp file + rename) with the route renamed bench-N, then POST /reload to the admin", plan.interval),
         ],
         result,
-        notes: vec![
-            "egressd's file watcher (once a second) also notices each rewrite, so update_attempt can exceed the POSTs: both paths reload the same file.".into(),
+        notes: [
+            "egressd's file watcher (once a second) also notices each rewrite, so update_attempt can exceed the POSTs: both paths reload the same file.".to_string(),
             "Requests in flight when the run ends are not counted; reconnects are clean keep-alive closes between requests, not failures.".into(),
-        ],
+        ]
+        .into_iter()
+        .chain(plan.quick.then(|| "--quick run (5 s) on a shared, noisy 2-CPU machine: req/s and latency are smoke figures; the failed count is the result.".to_string()))
+        .collect(),
     };
     let md = markdown(&report);
     print!("{md}");
