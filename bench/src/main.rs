@@ -163,7 +163,9 @@ fn run_all(o: Opts) -> Result<(), BenchError> {
     type Runner = fn(Opts) -> Result<(), BenchError>;
     let scenarios: [(&str, Runner); 8] = [
         ("http", run),
-        ("http-newconn", |o| run_workload(o, Workload::new_connection())),
+        ("http-newconn", |o| {
+            run_workload(o, Workload::new_connection())
+        }),
         ("http-1mib", |o| run_workload(o, Workload::one_mib())),
         ("passthrough", run_passthrough),
         ("http2", run_http2),

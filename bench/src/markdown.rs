@@ -50,10 +50,7 @@ pub fn render(r: &Report) -> String {
             );
         }
         if sc.targets.iter().any(|t| t.gbit_per_s.is_some()) {
-            let _ = writeln!(
-                s,
-                "\n| target | peak Gbit/s | CPU s/GB |\n|---|---|---|"
-            );
+            let _ = writeln!(s, "\n| target | peak Gbit/s | CPU s/GB |\n|---|---|---|");
             for t in sc.targets.iter().filter(|t| t.skipped.is_none()) {
                 let _ = writeln!(
                     s,

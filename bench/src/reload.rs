@@ -84,7 +84,9 @@ fn yaml(port: u16, admin: u16, origin: SocketAddr, log: &Path, route: &str) -> S
 fn post_reload(admin: SocketAddr) -> Result<(u16, String), std::io::Error> {
     let mut s = TcpStream::connect_timeout(&admin, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    s.write_all(b"POST /reload HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
+    s.write_all(
+        b"POST /reload HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )?;
     let mut text = String::new();
     s.read_to_string(&mut text)?;
     let status = text
@@ -115,8 +117,7 @@ fn reloader(
         next += plan.interval;
         posts += 1;
         let tmp = conf.with_extension("yaml.new");
-        let written =
-            std::fs::write(&tmp, text(posts)).and_then(|()| std::fs::rename(&tmp, conf));
+        let written = std::fs::write(&tmp, text(posts)).and_then(|()| std::fs::rename(&tmp, conf));
         if let Err(e) = written {
             last = format!("rewrite failed: {e}");
             continue;
@@ -265,6 +266,9 @@ mod tests {
         let y = yaml(8000, 8001, origin, Path::new("/tmp/a.log"), "bench-7");
         assert!(y.contains("admin: 127.0.0.1:8001") && !y.contains("admin: \"\""));
         assert!(y.contains("  - name: bench-7\n") && !y.contains("  - name: bench\n"));
-        assert_ne!(y, yaml(8000, 8001, origin, Path::new("/tmp/a.log"), "bench-8"));
+        assert_ne!(
+            y,
+            yaml(8000, 8001, origin, Path::new("/tmp/a.log"), "bench-8")
+        );
     }
 }

@@ -93,11 +93,19 @@ fn latency_panel(s: &mut String, shown: &[&TargetResult]) {
     let (dlo, dhi) = if all.is_empty() {
         (1.0, 4.0)
     } else {
-        (lo.log10().floor(), (hi.log10().ceil()).max(lo.log10().floor() + 1.0))
+        (
+            lo.log10().floor(),
+            (hi.log10().ceil()).max(lo.log10().floor() + 1.0),
+        )
     };
     let px = |r: f64| x0 + (x1 - x0) * r / max_rate;
     let py = |us: f64| y1 - (y1 - y0) * (us.log10() - dlo) / (dhi - dlo);
-    let _ = writeln!(s, r##"<g class="axes"><rect x="{x0}" y="{y0}" width="{}" height="{}" fill="none" stroke="#999"/>"##, x1 - x0, y1 - y0);
+    let _ = writeln!(
+        s,
+        r##"<g class="axes"><rect x="{x0}" y="{y0}" width="{}" height="{}" fill="none" stroke="#999"/>"##,
+        x1 - x0,
+        y1 - y0
+    );
     for d in dlo as i32..=dhi as i32 {
         let y = py(10f64.powi(d));
         let label = match d {
@@ -105,13 +113,23 @@ fn latency_panel(s: &mut String, shown: &[&TargetResult]) {
             d if d >= 3 => format!("{} ms", 10f64.powi(d - 3)),
             _ => format!("{} µs", 10f64.powi(d)),
         };
-        let _ = writeln!(s, r##"<line x1="{x0}" y1="{y:.1}" x2="{x1}" y2="{y:.1}" stroke="#eee"/><text x="{}" y="{:.1}" text-anchor="end">{label}</text>"##, x0 - 4.0, y + 4.0);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{x0}" y1="{y:.1}" x2="{x1}" y2="{y:.1}" stroke="#eee"/><text x="{}" y="{:.1}" text-anchor="end">{label}</text>"##,
+            x0 - 4.0,
+            y + 4.0
+        );
     }
     let step = nice_step(max_rate);
     let mut r = 0.0;
     while r <= max_rate {
         let x = px(r);
-        let _ = writeln!(s, r#"<text x="{x:.1}" y="{}" text-anchor="middle">{}</text>"#, y1 + 16.0, fmt_count(r));
+        let _ = writeln!(
+            s,
+            r#"<text x="{x:.1}" y="{}" text-anchor="middle">{}</text>"#,
+            y1 + 16.0,
+            fmt_count(r)
+        );
         r += step;
     }
     let _ = writeln!(
@@ -136,7 +154,12 @@ fn latency_panel(s: &mut String, shown: &[&TargetResult]) {
                 coords.join(" ")
             );
             for (r, p) in &pts {
-                let _ = writeln!(s, r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{c}"/>"#, px(*r), py(p[k]));
+                let _ = writeln!(
+                    s,
+                    r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{c}"/>"#,
+                    px(*r),
+                    py(p[k])
+                );
             }
         }
         let ly = y0 + 14.0 + 16.0 * i as f64;
@@ -165,7 +188,10 @@ fn bar_panel(s: &mut String, shown: &[&TargetResult]) {
         .fold(0.0, f64::max)
         .max(1.0)
         * 1.1;
-    let _ = writeln!(s, r##"<g class="bars"><line x1="{x0}" y1="{y1}" x2="{x1}" y2="{y1}" stroke="#999"/>"##);
+    let _ = writeln!(
+        s,
+        r##"<g class="bars"><line x1="{x0}" y1="{y1}" x2="{x1}" y2="{y1}" stroke="#999"/>"##
+    );
     let slot = (x1 - x0) / shown.len().max(1) as f64;
     for (i, t) in shown.iter().enumerate() {
         let Some(rps) = t.peak_rps else { continue };
@@ -255,15 +281,14 @@ mod tests {
 
     #[test]
     fn chart_is_balanced_with_one_series_and_bar_per_shown_target() {
-        let t = |name: &str, peak: f64, sweep: Vec<OpenLoop>, single: Option<OpenLoop>| {
-            TargetResult {
+        let t =
+            |name: &str, peak: f64, sweep: Vec<OpenLoop>, single: Option<OpenLoop>| TargetResult {
                 name: name.into(),
                 peak_rps: Some(peak),
                 sweep,
                 open_loop: single,
                 ..Default::default()
-            }
-        };
+            };
         let mut skipped = t("nginx", 1.0, vec![], None);
         skipped.skipped = Some("absent".into());
         let sc = Scenario {

@@ -126,7 +126,8 @@ impl Workload {
 
     /// One line for the report's layout: how the origin answers.
     pub fn origin_description(&self) -> String {
-        let base = "nginx, one process (master_process off), keepalive_requests 1000000, no access log";
+        let base =
+            "nginx, one process (master_process off), keepalive_requests 1000000, no access log";
         match self.kind {
             Kind::OneMib => format!("{base}, serves a {ONE_MIB}-byte file (root + sendfile on)"),
             _ => format!(
@@ -176,7 +177,9 @@ mod tests {
         let n = String::from_utf8(Workload::new_connection().request).unwrap();
         assert!(n.contains("\r\nConnection: close\r\n") && n.ends_with("\r\n\r\n"));
         let b = Workload::one_mib();
-        assert!(String::from_utf8(b.request).unwrap().starts_with("GET /1mib.bin "));
+        assert!(String::from_utf8(b.request)
+            .unwrap()
+            .starts_with("GET /1mib.bin "));
         assert_eq!(b.body_bytes, 1 << 20);
         assert!(b.kind == Kind::OneMib && !Workload::keep_alive().is_bulk());
     }
