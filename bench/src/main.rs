@@ -7,6 +7,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bench::error::BenchError;
@@ -157,38 +159,59 @@ fn main() -> ExitCode {
     }
 }
 
-/// Every scenario in turn, each with its own preamble and result files. A scenario that
-/// fails is logged and the next one runs; the exit status says whether any failed.
-fn run_all(o: Opts) -> Result<(), BenchError> {
-    type Runner = fn(Opts) -> Result<(), BenchError>;
-    let scenarios: [(&str, Runner); 8] = [
-        ("http", run),
-        ("http-newconn", |o| {
-            run_workload(o, Workload::new_connection())
-        }),
-        ("http-1mib", |o| run_workload(o, Workload::one_mib())),
-        ("passthrough", run_passthrough),
-        ("http2", run_http2),
-        ("mtls", |o| run_tls(o, "mtls")),
-        ("origination", |o| run_tls(o, "origination")),
-        ("reload", run_reload),
-    ];
+/// The scenarios `all` runs, in order (each one's subcommand name).
+const ALL_SCENARIOS: [&str; 8] = [
+    "http",
+    "http-newconn",
+    "http-1mib",
+    "passthrough",
+    "http2",
+    "mtls",
+    "origination",
+    "reload",
+];
+
+/// Every scenario in turn, each as a child process of this binary with the same options:
+/// a scenario pins its thread and installs signal flags, and a fresh process starts each
+/// one from this process's full CPU mask. A scenario that fails is logged and the next one
+/// runs; the result says which failed.
+fn run_all(_o: Opts) -> Result<(), BenchError> {
+    let exe = std::env::current_exe().map_err(|e| BenchError::io("find own binary", e))?;
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let at = args
+        .iter()
+        .position(|a| a == "all")
+        .ok_or_else(|| BenchError::Usage("`all` not found in the arguments".into()))?;
+    // The children get Ctrl-C too (same process group); this flag stops the sequence.
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .map_err(|e| BenchError::io("install signal handler", e))?;
+    }
     let mut failed = Vec::new();
-    for (name, runner) in scenarios {
+    for name in ALL_SCENARIOS {
         tracing::info!(scenario = name, "starting");
-        match runner(o.clone()) {
-            Ok(()) => tracing::info!(scenario = name, "done"),
-            Err(BenchError::Interrupted) => return Err(BenchError::Interrupted),
-            Err(e) => {
-                tracing::error!(scenario = name, "failed: {e}");
-                failed.push(format!("{name}: {e}"));
+        let mut child_args = args.clone();
+        child_args[at] = name.into();
+        match std::process::Command::new(&exe).args(&child_args).status() {
+            Ok(s) if s.success() => tracing::info!(scenario = name, "done"),
+            Ok(s) => {
+                tracing::error!(scenario = name, "failed: {s}");
+                failed.push(format!("{name} ({s})"));
             }
+            Err(e) => {
+                tracing::error!(scenario = name, "could not start: {e}");
+                failed.push(format!("{name} (not started: {e})"));
+            }
+        }
+        if stop.load(Ordering::Relaxed) {
+            return Err(BenchError::Interrupted);
         }
     }
     if failed.is_empty() {
         Ok(())
     } else {
-        Err(BenchError::Scenarios(failed.join("; ")))
+        Err(BenchError::Scenarios(failed.join(", ")))
     }
 }
 
