@@ -120,21 +120,47 @@ fn latency_panel(s: &mut String, shown: &[&TargetResult]) {
             y + 4.0
         );
     }
-    let step = nice_step(max_rate);
-    let mut r = 0.0;
-    while r <= max_rate {
-        let x = px(r);
-        let _ = writeln!(
-            s,
-            r#"<text x="{x:.1}" y="{}" text-anchor="middle">{}</text>"#,
-            y1 + 16.0,
-            fmt_count(r)
-        );
-        r += step;
-    }
+    // Without a sweep every target has its one point at the same rate: give each target its
+    // own column so the points do not sit on top of each other.
+    let single = shown.iter().all(|t| points(t).len() <= 1);
+    let slot = (x1 - x0) / shown.len().max(1) as f64;
+    let xs = |i: usize, r: f64| {
+        if single {
+            x0 + slot * (i as f64 + 0.5)
+        } else {
+            px(r)
+        }
+    };
+    let axis = if single {
+        for (i, t) in shown.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                r#"<text x="{:.1}" y="{}" text-anchor="middle">{}</text>"#,
+                xs(i, 0.0),
+                y1 + 16.0,
+                esc(&t.name)
+            );
+        }
+        let rate = all.first().map_or(0.0, |p| p.0);
+        format!("target, open loop at {} req/s", fmt_count(rate))
+    } else {
+        let step = nice_step(max_rate);
+        let mut r = 0.0;
+        while r <= max_rate {
+            let _ = writeln!(
+                s,
+                r#"<text x="{:.1}" y="{}" text-anchor="middle">{}</text>"#,
+                px(r),
+                y1 + 16.0,
+                fmt_count(r)
+            );
+            r += step;
+        }
+        "offered rate (req/s, open loop)".to_string()
+    };
     let _ = writeln!(
         s,
-        r#"<text x="{}" y="{}" text-anchor="middle">offered rate (req/s, open loop)</text></g>"#,
+        r#"<text x="{}" y="{}" text-anchor="middle">{axis}</text></g>"#,
         (x0 + x1) / 2.0,
         y1 + 34.0
     );
@@ -146,7 +172,7 @@ fn latency_panel(s: &mut String, shown: &[&TargetResult]) {
         for (k, dash) in ["", "6,3", "2,3"].iter().enumerate() {
             let coords: Vec<String> = pts
                 .iter()
-                .map(|(r, p)| format!("{:.1},{:.1}", px(*r), py(p[k])))
+                .map(|(r, p)| format!("{:.1},{:.1}", xs(i, *r), py(p[k])))
                 .collect();
             let _ = writeln!(
                 s,
@@ -157,10 +183,19 @@ fn latency_panel(s: &mut String, shown: &[&TargetResult]) {
                 let _ = writeln!(
                     s,
                     r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{c}"/>"#,
-                    px(*r),
+                    xs(i, *r),
                     py(p[k])
                 );
             }
+        }
+        if let (true, Some((r, p))) = (single, pts.first()) {
+            let x = xs(i, *r);
+            let _ = writeln!(
+                s,
+                r#"<line x1="{x:.1}" y1="{:.1}" x2="{x:.1}" y2="{:.1}" stroke="{c}"/>"#,
+                py(p[0]),
+                py(p[2])
+            );
         }
         let ly = y0 + 14.0 + 16.0 * i as f64;
         let _ = writeln!(
@@ -317,6 +352,39 @@ mod tests {
         let first_line = direct.split("points=\"").nth(1).unwrap();
         assert_eq!(first_line.split('"').next().unwrap().split(' ').count(), 2);
         assert!(!svg.contains("NaN") && !svg.contains("inf"));
+    }
+
+    #[test]
+    fn one_shared_rate_puts_each_target_in_its_own_column() {
+        let t = |name: &str| TargetResult {
+            name: name.into(),
+            peak_rps: Some(1e4),
+            open_loop: Some(ol(7e3, 50.0)),
+            ..Default::default()
+        };
+        let sc = Scenario {
+            name: "http-newconn".into(),
+            targets: vec![t("direct"), t("egressd")],
+            ratios: Default::default(),
+            cross_check: None,
+        };
+        let svg = render(&sc);
+        balanced(&svg).unwrap();
+        assert!(svg.contains("target, open loop at 7.0k req/s"));
+        let cx = |name: &str| {
+            let g = svg
+                .split(&format!(r#"data-target="{name}""#))
+                .nth(1)
+                .unwrap();
+            g.split("cx=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap()
+                .to_string()
+        };
+        assert_ne!(cx("direct"), cx("egressd"));
     }
 
     #[test]
