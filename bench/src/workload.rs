@@ -147,6 +147,7 @@ impl Workload {
             ],
             Kind::OneMib => vec![
                 format!("Gbit/s = req/s x {ONE_MIB} body bytes x 8; CPU s/GB = CPU µs per request / body bytes (1 GB = 1e9 bytes)."),
+                "direct is usually bounded by the load generator itself (one thread reading every byte: compare its CPU µs/req with the origin's in the windows table), so egressd/direct compares against that limit; the ratios between the proxies are the telling ones.".into(),
                 "nginx-proxy: proxy_buffer_size 64k, proxy_buffers 16 64k, proxy_busy_buffers_size 128k, proxy_max_temp_file_size 0 (streams, no temp files); haproxy: default tune.bufsize, no splice option.".into(),
             ],
         }
