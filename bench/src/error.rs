@@ -30,6 +30,9 @@ pub enum BenchError {
     Machine(String),
     #[error("invalid option (operator's fault): {0}")]
     Usage(String),
+    /// `all`: the scenarios that ended in an error (each also logged when it failed).
+    #[error("scenario(s) failed: {0}")]
+    Scenarios(String),
     #[error("interrupted by signal")]
     Interrupted,
 }

@@ -7,12 +7,15 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bench::error::BenchError;
 use bench::report::{self, Layout, Report};
 use bench::scenario::{self, Options};
 use bench::targets::{self, TargetKind, Tools};
+use bench::workload::Workload;
 use clap::{Args, Parser, Subcommand};
 
 mod obs_cost;
@@ -40,7 +43,15 @@ enum Cmd {
     Origination(Opts),
     /// egressd's access log and stats on vs both off: req/s ratio and CPU per request.
     ObsCost(Opts),
-    /// Every scenario (for now: http).
+    /// New TCP connection per request (`Connection: close`), small GET: req/s, CPU per request.
+    HttpNewconn(Opts),
+    /// 1 MiB response bodies over keep-alive: Gbit/s and CPU per GB.
+    #[command(name = "http-1mib")]
+    Http1mib(Opts),
+    /// Keep-alive load through egressd while its config is rewritten and reloaded every
+    /// second: failed requests (must be 0) and reloads applied.
+    Reload(Opts),
+    /// Every scenario, one after another; a failing one is reported and the rest still run.
     All(Opts),
 }
 
@@ -133,7 +144,11 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Cmd::Http(o) | Cmd::All(o) => run(o),
+        Cmd::Http(o) => run(o),
+        Cmd::HttpNewconn(o) => run_workload(o, Workload::new_connection()),
+        Cmd::Http1mib(o) => run_workload(o, Workload::one_mib()),
+        Cmd::Reload(o) => run_reload(o),
+        Cmd::All(o) => run_all(o),
         Cmd::Passthrough(o) => run_passthrough(o),
         Cmd::Http2(o) => run_http2(o),
         Cmd::Mtls(o) => run_tls(o, "mtls"),
@@ -149,7 +164,69 @@ fn main() -> ExitCode {
     }
 }
 
+/// The scenarios `all` runs, in order (each one's subcommand name).
+const ALL_SCENARIOS: [&str; 9] = [
+    "http",
+    "http-newconn",
+    "http-1mib",
+    "passthrough",
+    "http2",
+    "mtls",
+    "origination",
+    "reload",
+    "obs-cost",
+];
+
+/// Every scenario in turn, each as a child process of this binary with the same options:
+/// a scenario pins its thread and installs signal flags, and a fresh process starts each
+/// one from this process's full CPU mask. A scenario that fails is logged and the next one
+/// runs; the result says which failed.
+fn run_all(_o: Opts) -> Result<(), BenchError> {
+    let exe = std::env::current_exe().map_err(|e| BenchError::io("find own binary", e))?;
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let at = args
+        .iter()
+        .position(|a| a == "all")
+        .ok_or_else(|| BenchError::Usage("`all` not found in the arguments".into()))?;
+    // The children get Ctrl-C too (same process group); this flag stops the sequence.
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .map_err(|e| BenchError::io("install signal handler", e))?;
+    }
+    let mut failed = Vec::new();
+    for name in ALL_SCENARIOS {
+        tracing::info!(scenario = name, "starting");
+        let mut child_args = args.clone();
+        child_args[at] = name.into();
+        match std::process::Command::new(&exe).args(&child_args).status() {
+            Ok(s) if s.success() => tracing::info!(scenario = name, "done"),
+            Ok(s) => {
+                tracing::error!(scenario = name, "failed: {s}");
+                failed.push(format!("{name} ({s})"));
+            }
+            Err(e) => {
+                tracing::error!(scenario = name, "could not start: {e}");
+                failed.push(format!("{name} (not started: {e})"));
+            }
+        }
+        if stop.load(Ordering::Relaxed) {
+            return Err(BenchError::Interrupted);
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(BenchError::Scenarios(failed.join(", ")))
+    }
+}
+
 fn run(o: Opts) -> Result<(), BenchError> {
+    run_workload(o, Workload::keep_alive())
+}
+
+/// One of the HTTP workloads through the shared scenario machinery and report.
+fn run_workload(o: Opts, w: Workload) -> Result<(), BenchError> {
     let launch = bench::launch::prepare(o.loadgen_cpu, o.target_cpu)?;
     let (snapshot, stop) = (launch.snapshot, launch.stop);
     let (dur, warm, rounds, wrk) = if o.quick {
@@ -176,12 +253,12 @@ fn run(o: Opts) -> Result<(), BenchError> {
         },
     };
     let (date, started) = (launch.date, launch.started_utc);
-    let outcome = scenario::run_http(&opts, &stop)?;
+    let outcome = scenario::run_workload(&opts, &w, &stop)?;
 
     let mut versions = targets::tool_versions(&tools);
     versions.insert("egressd_path".into(), tools.egressd.display().to_string());
     let proxies = BTreeMap::from([
-        ("origin".to_string(), format!("nginx, one process (master_process off), return 200 with a {}-byte body, keepalive_requests 1000000, no access log", targets::BODY.len())),
+        ("origin".to_string(), w.origin_description()),
         ("egressd".to_string(), "run --shards 1 --cpus <target cpu>, access log ON (istio format, to a temp file), admin off".to_string()),
         ("haproxy".to_string(), "mode http, nbthread 1, http-reuse always, option forwardfor, keep-alive both sides, no logging".to_string()),
         ("nginx-proxy".to_string(), "one process (master_process off), upstream keepalive 64, proxy_http_version 1.1, X-Forwarded-For, no access log".to_string()),
@@ -198,21 +275,25 @@ fn run(o: Opts) -> Result<(), BenchError> {
             warmup_s: opts.warmup.as_secs_f64(),
             rounds: opts.rounds,
             order: TargetKind::ALL.iter().map(|k| k.name().to_string()).collect(),
-            request: String::from_utf8_lossy(&targets::request_bytes()).into_owned(),
-            response_body_bytes: targets::BODY.len(),
+            request: String::from_utf8_lossy(&w.request).into_owned(),
+            response_body_bytes: w.body_bytes,
             open_loop_rate_basis: outcome.rate_basis,
             cpu_measure: "utime+stime from /proc/PID/stat (all threads, plus live children) over the measured window / completed requests; the kernel samples these at each tick, so short windows are coarse".into(),
             tool_versions: versions,
             proxies,
         },
         scenarios: vec![outcome.scenario],
-        notes: vec![
-            "Each proxy runs only during its own phases; origin and proxy share the target CPU, so peak req/s is bounded by both.".into(),
+        notes: [
+            "Each proxy runs only during its own phases; origin and proxy share the target CPU, so peak req/s is bounded by both.".to_string(),
             "egressd writes an access log line per request and adds x-request-id and x-envoy-upstream-service-time; haproxy and nginx log nothing.".into(),
             "Open-loop requests still in flight when the window ends are not counted.".into(),
-        ],
+        ]
+        .into_iter()
+        .chain(w.notes())
+        .chain(o.quick.then(|| "--quick run (2 s phases, one round) on a shared, noisy 2-CPU machine: a smoke figure, not a result.".to_string()))
+        .collect(),
     };
-    let (json, md) = report::write_files(&report, &o.out, "http")?;
+    let (json, md) = report::write_files(&report, &o.out, w.tag)?;
     println!("{}\n{}", json.display(), md.display());
     print!("{}", bench::markdown::render(&report));
     Ok(())
@@ -352,5 +433,23 @@ fn run_tls(o: Opts, which: &str) -> Result<(), BenchError> {
     if let Some((json, md)) = written {
         println!("{}\n{}", json.display(), md.display());
     }
+    Ok(())
+}
+
+/// Reload under load (issue 9): 20 s by default, 5 s with `--quick`.
+fn run_reload(o: Opts) -> Result<(), BenchError> {
+    let launch = bench::launch::prepare(o.loadgen_cpu, o.target_cpu)?;
+    let secs = if o.quick { 5 } else { 20 };
+    let plan = bench::reload::Plan {
+        tools: tools(&o),
+        connections: o.connections,
+        duration: o.duration.unwrap_or(Duration::from_secs(secs)),
+        rate: o.rate,
+        interval: Duration::from_secs(1),
+        target_cpu: o.target_cpu,
+        quick: o.quick,
+    };
+    let (json, md) = bench::reload::run(&plan, launch, &o.out)?;
+    println!("{}\n{}", json.display(), md.display());
     Ok(())
 }

@@ -49,6 +49,23 @@ pub fn render(r: &Report) -> String {
                     .map_or(String::new(), |w| format!("skipped: {w}")),
             );
         }
+        if sc.targets.iter().any(|t| t.gbit_per_s.is_some()) {
+            let _ = writeln!(s, "\n| target | peak Gbit/s | CPU s/GB |\n|---|---|---|");
+            for t in sc.targets.iter().filter(|t| t.skipped.is_none()) {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} |",
+                    t.name,
+                    opt(t.gbit_per_s, 2),
+                    opt(t.cpu_s_per_gb, 3)
+                );
+            }
+            let _ = writeln!(
+                s,
+                "\nEvery response has the same body, so the Gbit/s ratios equal the req/s ratios \
+                 and the CPU/GB ratios the CPU/req ratios below."
+            );
+        }
         let _ = writeln!(
             s,
             "\nLatencies: open loop at {} req/s offered to every target ({}), measured from the \

@@ -61,6 +61,11 @@ pub struct TargetResult {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub sweep: Vec<OpenLoop>,
     pub rounds: Rounds,
+    /// Bulk workloads: peak body throughput and the process under test's CPU per GB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gbit_per_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_s_per_gb: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skipped: Option<String>,
 }
@@ -198,6 +203,17 @@ impl TargetResult {
     }
 }
 
+impl TargetResult {
+    /// Peak Gbit/s and CPU seconds per GB (1e9 bytes) of `body_bytes` per response.
+    pub fn add_throughput(&mut self, body_bytes: usize) {
+        let bytes = body_bytes as f64;
+        self.gbit_per_s = self.peak_rps.map(|r| round3(r * bytes * 8.0 / 1e9));
+        self.cpu_s_per_gb = self
+            .cpu_us_per_req
+            .map(|us| round3(us * 1e-6 * 1e9 / bytes));
+    }
+}
+
 /// `subject/other` for req/s, CPU per request and open-loop p99, for each other target.
 pub fn ratios(targets: &[TargetResult], subject: &str) -> BTreeMap<String, Ratio> {
     let find = |n: &str| targets.iter().find(|t| t.name == n && t.skipped.is_none());
@@ -226,9 +242,22 @@ pub fn ratios(targets: &[TargetResult], subject: &str) -> BTreeMap<String, Ratio
     out
 }
 
-/// Writes both files and returns their paths.
+/// Writes the JSON, the Markdown and, for the first scenario, the chart
+/// `<out>/<date>-<tag>.svg` (linked under the Markdown's title); returns the first two paths.
 pub fn write_files(r: &Report, out: &Path, tag: &str) -> Result<(PathBuf, PathBuf), BenchError> {
-    write_pair(out, &r.date, tag, r, &crate::markdown::render(r))
+    let mut md = crate::markdown::render(r);
+    if let Some(sc) = r.scenarios.first() {
+        std::fs::create_dir_all(out)
+            .map_err(|e| BenchError::io(format!("create {}", out.display()), e))?;
+        let name = format!("{}-{tag}.svg", r.date);
+        let path = out.join(&name);
+        std::fs::write(&path, crate::svg::render(sc))
+            .map_err(|e| BenchError::io(format!("write {}", path.display()), e))?;
+        let link = format!("![latency vs offered rate and peak req/s]({name})\n\n");
+        let at = md.find("\n\n").map_or(md.len(), |i| i + 2);
+        md.insert_str(at, &link);
+    }
+    write_pair(out, &r.date, tag, r, &md)
 }
 
 /// Writes `<out>/<date>-<tag>.json` (pretty `value`) and `.md` (`markdown`), returning their

@@ -1,5 +1,5 @@
-//! The `http-keepalive` scenario: the same small GET with keep-alive, sent directly to the
-//! origin and through each proxy, closed-loop peak then open loop at one shared rate, in
+//! The HTTP scenarios (`http-keepalive`, `http-newconn`, `http-1mib`; see `workload`): the
+//! same request sent directly to the origin and through each proxy, closed-loop peak then open loop at one shared rate, in
 //! interleaved rounds (direct, egressd, haproxy, nginx; twice by default) to spread noise.
 //!
 //! Owns: run order, per-phase process lifetimes (a proxy runs only during its own phases,
@@ -16,6 +16,7 @@ use crate::machine::{round3, CpuTicks};
 use crate::procs::{self, Proc};
 use crate::report::{self, CrossCheck, Latency, Phase, Scenario, TargetResult};
 use crate::targets::{self, Running, TargetKind, Tools};
+use crate::workload::Workload;
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -48,7 +49,17 @@ pub enum PhaseOutcome {
 }
 
 pub fn run_http(opts: &Options, stop: &AtomicBool) -> Result<HttpOutcome, BenchError> {
-    let origin = targets::start_origin(&opts.tools.nginx, opts.target_cpu, stop)?;
+    run_workload(opts, &Workload::keep_alive(), stop)
+}
+
+/// `w` against every selected target: peaks, the shared open-loop rate, the sweep; the wrk
+/// cross-check for keep-alive only (its figure is the one wrk measures the same way).
+pub fn run_workload(
+    opts: &Options,
+    w: &Workload,
+    stop: &AtomicBool,
+) -> Result<HttpOutcome, BenchError> {
+    let origin = w.start_origin(&opts.tools.nginx, opts.target_cpu, stop)?;
     tracing::info!(addr = %origin.addr, pid = origin.proc.pid(), "origin ready");
     let mut results: Vec<TargetResult> = TargetKind::ALL
         .iter()
@@ -64,7 +75,7 @@ pub fn run_http(opts: &Options, stop: &AtomicBool) -> Result<HttpOutcome, BenchE
             if results[i].skipped.is_some() {
                 continue;
             }
-            match phase(opts, kind, &origin, Mode::Closed, stop)? {
+            match phase(opts, w, kind, &origin, Mode::Closed, stop)? {
                 PhaseOutcome::Measured(p) => {
                     tracing::info!(target = kind.name(), round, rps = p.rps as u64, cpu_us = ?p.cpu_us_per_req, "peak");
                     results[i].rounds.peak.push(p);
@@ -100,7 +111,7 @@ pub fn run_http(opts: &Options, stop: &AtomicBool) -> Result<HttpOutcome, BenchE
                 if results[i].skipped.is_some() {
                     continue;
                 }
-                match phase(opts, kind, &origin, Mode::Open { rate }, stop)? {
+                match phase(opts, w, kind, &origin, Mode::Open { rate }, stop)? {
                     PhaseOutcome::Measured(p) => {
                         tracing::info!(
                             target = kind.name(),
@@ -121,7 +132,7 @@ pub fn run_http(opts: &Options, stop: &AtomicBool) -> Result<HttpOutcome, BenchE
         };
         for f in &opts.sweep {
             if let PhaseOutcome::Measured(p) =
-                phase(opts, kind, &origin, Mode::Open { rate: f * peak }, stop)?
+                phase(opts, w, kind, &origin, Mode::Open { rate: f * peak }, stop)?
             {
                 results[i]
                     .sweep
@@ -133,15 +144,21 @@ pub fn run_http(opts: &Options, stop: &AtomicBool) -> Result<HttpOutcome, BenchE
         r.summarize();
     }
 
-    let cross_check = wrk_cross_check(opts, origin.addr, peak_of(&results, "direct"), stop);
+    let cross_check = (w.kind == crate::workload::Kind::KeepAlive)
+        .then(|| wrk_cross_check(opts, origin.addr, peak_of(&results, "direct"), stop));
     drop(origin);
+    if w.is_bulk() {
+        for r in &mut results {
+            r.add_throughput(w.body_bytes);
+        }
+    }
     let ratios = report::ratios(&results, "egressd");
     Ok(HttpOutcome {
         scenario: Scenario {
-            name: "http-keepalive".into(),
+            name: w.name.into(),
             targets: results,
             ratios,
-            cross_check: Some(cross_check),
+            cross_check,
         },
         rate_basis,
     })
@@ -157,6 +174,7 @@ fn peak_of(results: &[TargetResult], name: &str) -> Option<f64> {
 /// One warm-up + measured window against `kind`, with its process started for it alone.
 fn phase(
     opts: &Options,
+    w: &Workload,
     kind: TargetKind,
     origin: &Running,
     mode: Mode,
@@ -164,7 +182,7 @@ fn phase(
 ) -> Result<PhaseOutcome, BenchError> {
     let proxy = match kind {
         TargetKind::Direct => None,
-        _ => match targets::start_proxy(kind, &opts.tools, origin.addr, opts.target_cpu, stop) {
+        _ => match w.start_proxy(kind, &opts.tools, origin.addr, opts.target_cpu, stop) {
             Ok(r) => Some(r),
             Err(BenchError::Interrupted) => return Err(BenchError::Interrupted),
             Err(e) => return Ok(PhaseOutcome::Skip(e.to_string())),
@@ -173,7 +191,7 @@ fn phase(
     let addr = proxy.as_ref().map_or(origin.addr, |p| p.addr);
     let spec = LoadSpec {
         addr,
-        request: targets::request_bytes(),
+        request: w.request.clone(),
         connections: opts.connections,
         warmup: opts.warmup,
         duration: opts.duration,

@@ -31,6 +31,7 @@ fn quick_run_writes_json_and_markdown_and_skips_a_missing_egressd() {
         .find(|f| f.ends_with("-http.json"))
         .expect("json written");
     assert!(files.iter().any(|f| f.ends_with("-http.md")));
+    assert!(files.iter().any(|f| f.ends_with("-http.svg")));
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.path().join(json)).expect("read"))
             .expect("json");

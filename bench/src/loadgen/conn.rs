@@ -37,7 +37,8 @@ pub(super) struct Conn {
 }
 
 const RECONNECT_BACKOFF: Duration = Duration::from_millis(10);
-const MAX_RESPONSE: usize = 1 << 20;
+/// Large enough for the `http-1mib` workload (1 MiB body plus headers).
+const MAX_RESPONSE: usize = 4 << 20;
 
 pub(super) struct Stats {
     pub(super) ok: u64,
