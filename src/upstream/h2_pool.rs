@@ -68,18 +68,18 @@ pub struct H2Pool {
 
 impl H2Pool {
     /// A stream on the connection for `key`, opening one with `connect` when there is none
-    /// (or the last one ended). The second value says whether a new connection was made.
+    /// (or the last one ended).
     pub async fn stream<F>(
         &self,
         key: &PoolKey,
         idle_timeout: Duration,
         connect: impl FnOnce() -> F,
-    ) -> Result<(H2Stream, bool), ProxyError>
+    ) -> Result<H2Stream, ProxyError>
     where
         F: Future<Output = Result<UpstreamConn, ProxyError>>,
     {
-        let (send, fresh) = match self.existing(key) {
-            Some(send) => (send, false),
+        let send = match self.existing(key) {
+            Some(send) => send,
             None => {
                 let opener = self
                     .openers
@@ -92,12 +92,12 @@ impl H2Pool {
                     .await
                     .map_err(|e| ProxyError::ConnectFailed(io::Error::other(e.to_string())))?;
                 match self.existing(key) {
-                    Some(send) => (send, false),
+                    Some(send) => send,
                     None => {
                         let conn = open(connect().await?, idle_timeout).await?;
                         let send = conn.send.clone();
                         self.conns.borrow_mut().insert(key.clone(), conn);
-                        (send, true)
+                        send
                     }
                 }
             }
@@ -110,15 +110,12 @@ impl H2Pool {
         let conns = self.conns.borrow();
         let conn = conns.get(key).ok_or(ProxyError::UpstreamClosed)?;
         conn.streams.set(conn.streams.get() + 1);
-        Ok((
-            H2Stream {
-                send,
-                local: conn.local,
-                streams: conn.streams.clone(),
-                last_used: conn.last_used.clone(),
-            },
-            fresh,
-        ))
+        Ok(H2Stream {
+            send,
+            local: conn.local,
+            streams: conn.streams.clone(),
+            last_used: conn.last_used.clone(),
+        })
     }
 
     fn existing(&self, key: &PoolKey) -> Option<SendRequest<Bytes>> {

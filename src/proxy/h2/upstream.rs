@@ -85,7 +85,7 @@ pub async fn forward<D: AsyncRead + AsyncWrite + Unpin>(
             .stream(&key, cluster.idle_timeout, connect)
             .await
         {
-            Ok((slot, _)) => slot,
+            Ok(slot) => slot,
             Err(e) => {
                 if matches!(e, ProxyError::ConnectFailed(_) | ProxyError::ConnectTimeout) {
                     state.on_connect_fail(matches!(e, ProxyError::ConnectTimeout));
