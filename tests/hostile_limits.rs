@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::origin::Origin;
+use common::process::{raise_own_nofile, rss};
 use common::{exchange, free_port, Gateway};
 
 fn resources(origin_port: u16) -> String {
@@ -25,17 +26,6 @@ fn start(limits: &str, origin_port: u16) -> (Gateway, u16) {
         &["--shards", "1"],
     );
     (gw, port)
-}
-
-/// VmRSS of a process in bytes.
-fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS");
-    kb * 1024
 }
 
 const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: a.example.com\r\n\r\n";
@@ -114,32 +104,6 @@ fn a_client_that_does_not_read_cannot_make_the_gateway_buffer() {
         assert!(n > 0, "closed after {total} bytes");
         total += n;
     }
-}
-
-/// Raises this test process's own soft RLIMIT_NOFILE to its hard limit (through
-/// prlimit(1), keeping the tests free of unsafe). Returns the new soft limit.
-fn raise_own_nofile() -> Option<u64> {
-    let pid = std::process::id().to_string();
-    let out = std::process::Command::new("prlimit")
-        .args([
-            "--pid",
-            &pid,
-            "--nofile",
-            "--raw",
-            "--noheadings",
-            "-o",
-            "HARD",
-        ])
-        .output()
-        .ok()?;
-    let hard: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
-    let set = format!("--nofile={hard}:{hard}");
-    let ok = std::process::Command::new("prlimit")
-        .args(["--pid", &pid, &set])
-        .status()
-        .ok()?
-        .success();
-    ok.then_some(hard)
 }
 
 #[test]

@@ -20,45 +20,9 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::origin::Origin;
+use common::process::{raise_own_nofile, rss};
 use common::tls::{client_config, tls_connect, ClientTls, Pki};
 use common::{exchange, free_port, Gateway};
-
-/// VmRSS of a process in bytes.
-fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS");
-    kb * 1024
-}
-
-/// Raises this process's soft RLIMIT_NOFILE to its hard limit with prlimit(1) (tests stay
-/// free of unsafe); returns the limit now in force.
-fn raise_own_nofile() -> Option<u64> {
-    let pid = std::process::id().to_string();
-    let out = std::process::Command::new("prlimit")
-        .args([
-            "--pid",
-            &pid,
-            "--nofile",
-            "--raw",
-            "--noheadings",
-            "-o",
-            "HARD",
-        ])
-        .output()
-        .ok()?;
-    let hard: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
-    let set = format!("--nofile={hard}:{hard}");
-    let ok = std::process::Command::new("prlimit")
-        .args(["--pid", &pid, &set])
-        .status()
-        .ok()?
-        .success();
-    ok.then_some(hard)
-}
 
 /// N from EGRESSD_IDLE_CONNS, else `default`.
 fn conns(default: usize) -> usize {

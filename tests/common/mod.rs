@@ -14,6 +14,7 @@ pub mod h2_origin;
 pub mod h2raw;
 pub mod istio;
 pub mod origin;
+pub mod process;
 pub mod tls;
 pub mod tls_origin;
 
