@@ -118,6 +118,19 @@ impl RetryPolicy {
     pub fn retries_on(&self, cause: RetryOn) -> bool {
         self.retry_on.contains(&cause)
     }
+
+    /// Whether a request already retried `tries` times may go again after `cause`.
+    pub fn may_retry(&self, tries: u32, cause: RetryOn) -> bool {
+        tries < self.attempts && self.retries_on(cause)
+    }
+
+    /// Whether an answer with `status` may be retried: any 5xx under `5xx`, a 503 also
+    /// under `503`.
+    pub fn retries_status(&self, tries: u32, status: u16) -> bool {
+        status >= 500
+            && (self.may_retry(tries, RetryOn::Status5xx)
+                || (status == 503 && self.may_retry(tries, RetryOn::Status503)))
+    }
 }
 
 #[derive(Debug)]

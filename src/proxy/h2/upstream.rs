@@ -27,7 +27,7 @@ use crate::proxy::buf::ReadBuf;
 use crate::proxy::deadline::within;
 use crate::proxy::http1::body::{copy_body, BodyError};
 use crate::proxy::http1::exchange::{
-    connect_within, min_opt, wire_head_len, Outgoing, UpstreamOutcome,
+    connect_within, min_opt, origination, wire_head_len, Outgoing, UpstreamOutcome,
 };
 use crate::proxy::http1::head::{is_hop_by_hop, Framing};
 use crate::route::table::HttpRoute;
@@ -51,11 +51,7 @@ pub async fn forward<D: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<(), ProxyError> {
     let started = Instant::now();
     let deadline = route.timeout.map(|t| started + t);
-    let tls =
-        crate::tls::origination::for_cluster(cluster, || shard.snapshot().config.gateway.clone())
-            .map_err(|e| {
-            ProxyError::ConnectFailed(std::io::Error::other(format!("TLS config: {e}")))
-        })?;
+    let tls = origination(shard, cluster)?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let head_len = wire_head_len(req.wire);
     let wire_body = &req.wire[head_len..];
@@ -63,8 +59,7 @@ pub async fn forward<D: AsyncRead + AsyncWrite + Unpin>(
     let mut tries = 0u32;
     let mut _in_flight = None;
     let (response, _stream) = loop {
-        let may_retry =
-            |cause: RetryOn| tries < route.retry.attempts && route.retry.retries_on(cause);
+        let may_retry = |cause: RetryOn| route.retry.may_retry(tries, cause);
         let addr = state
             .pick_endpoint(cluster, shard)
             .ok_or(ProxyError::NoHealthyUpstream)?;
@@ -162,12 +157,7 @@ pub async fn forward<D: AsyncRead + AsyncWrite + Unpin>(
             }
         };
         let status = response.status().as_u16();
-        let cause = if status == 503 {
-            RetryOn::Status503
-        } else {
-            RetryOn::Status5xx
-        };
-        if status >= 500 && resendable && (may_retry(cause) || may_retry(RetryOn::Status5xx)) {
+        if resendable && route.retry.retries_status(tries, status) {
             state.on_response(status, started.elapsed());
             state.on_endpoint_result(cluster, addr, Some(status));
             (tries, outcome.retried) = (tries + 1, true);

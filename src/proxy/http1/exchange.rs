@@ -82,15 +82,10 @@ pub async fn forward<D: AsyncRead + AsyncWrite + Unpin>(
     let resendable = req.body_in_wire;
     let mut tries = 0u32;
     let mut _in_flight = None; // LEAST_REQUEST load of the endpoint tried last
-    let tls =
-        crate::tls::origination::for_cluster(cluster, || shard.snapshot().config.gateway.clone())
-            .map_err(|e| {
-            ProxyError::ConnectFailed(std::io::Error::other(format!("TLS config: {e}")))
-        })?;
+    let tls = origination(shard, cluster)?;
     let tls_tag = tls.as_ref().map(|o| o.tag.clone());
     let (mut up, resp, head_len, body_sent) = loop {
-        let may_retry =
-            |cause: RetryOn| tries < route.retry.attempts && route.retry.retries_on(cause);
+        let may_retry = |cause: RetryOn| route.retry.may_retry(tries, cause);
         let addr = state
             .pick_endpoint(cluster, shard)
             .ok_or(ProxyError::NoHealthyUpstream)?;
@@ -153,15 +148,7 @@ pub async fn forward<D: AsyncRead + AsyncWrite + Unpin>(
         };
         match answer {
             Ok((resp, len)) => {
-                let cause = if resp.status == 503 {
-                    RetryOn::Status503
-                } else {
-                    RetryOn::Status5xx
-                };
-                if resp.status >= 500
-                    && resendable
-                    && (may_retry(cause) || may_retry(RetryOn::Status5xx))
-                {
+                if resendable && route.retry.retries_status(tries, resp.status) {
                     state.on_response(resp.status, started.elapsed());
                     state.on_endpoint_result(cluster, addr, Some(resp.status));
                     tries += 1;
@@ -259,6 +246,16 @@ pub async fn forward<D: AsyncRead + AsyncWrite + Unpin>(
     );
     let _ = down.flush().await;
     Ok(())
+}
+
+/// The cluster's TLS origination on this shard (None: plain). A config that does not build
+/// fails the request closed, as a connect failure.
+pub(crate) fn origination(
+    shard: &Shard,
+    cluster: &Cluster,
+) -> Result<Option<std::rc::Rc<Origination>>, ProxyError> {
+    crate::tls::origination::for_cluster(cluster, || shard.snapshot().config.gateway.clone())
+        .map_err(|e| ProxyError::ConnectFailed(std::io::Error::other(format!("TLS config: {e}"))))
 }
 
 pub(crate) fn min_opt(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
