@@ -107,6 +107,11 @@ fn h2c_prior_knowledge_streams_bodies_both_ways_and_logs_http2() {
     // An unrouted authority is denied per stream like an HTTP/1.1 request.
     let (status, _) = curl_h2c(port, "c.example.com", &[], None);
     assert_eq!(status, "502 2");
+    assert_eq!(
+        (echo.seen().len(), other.seen().len()),
+        (2, 0),
+        "no upstream saw it"
+    );
 }
 
 /// Origins whose handlers hold every response until `want` requests are in flight at once
