@@ -8,6 +8,7 @@ pub mod error;
 pub mod framing;
 pub mod http2;
 pub mod http2_report;
+pub mod idle;
 pub mod launch;
 pub mod loadgen;
 pub mod machine;

@@ -51,6 +51,9 @@ enum Cmd {
     /// Keep-alive load through egressd while its config is rewritten and reloaded every
     /// second: failed requests (must be 0) and reloads applied.
     Reload(Opts),
+    /// 10,000 idle keep-alive connections (1,000 with --quick): RSS per connection of
+    /// egressd, haproxy and nginx.
+    Idle(Opts),
     /// Every scenario, one after another; a failing one is reported and the rest still run.
     All(Opts),
 }
@@ -154,6 +157,7 @@ fn main() -> ExitCode {
         Cmd::Mtls(o) => run_tls(o, "mtls"),
         Cmd::Origination(o) => run_tls(o, "origination"),
         Cmd::ObsCost(o) => obs_cost::run(o),
+        Cmd::Idle(o) => run_idle(o),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -165,7 +169,7 @@ fn main() -> ExitCode {
 }
 
 /// The scenarios `all` runs, in order (each one's subcommand name).
-const ALL_SCENARIOS: [&str; 9] = [
+const ALL_SCENARIOS: [&str; 10] = [
     "http",
     "http-newconn",
     "http-1mib",
@@ -175,6 +179,7 @@ const ALL_SCENARIOS: [&str; 9] = [
     "origination",
     "reload",
     "obs-cost",
+    "idle",
 ];
 
 /// Every scenario in turn, each as a child process of this binary with the same options:
@@ -450,6 +455,15 @@ fn run_reload(o: Opts) -> Result<(), BenchError> {
         quick: o.quick,
     };
     let (json, md) = bench::reload::run(&plan, launch, &o.out)?;
+    println!("{}\n{}", json.display(), md.display());
+    Ok(())
+}
+
+/// Idle connections (issue 9): 10,000 held connections, 1,000 with `--quick`.
+fn run_idle(o: Opts) -> Result<(), BenchError> {
+    let launch = bench::launch::prepare(o.loadgen_cpu, o.target_cpu)?;
+    let n = if o.quick { 1_000 } else { 10_000 };
+    let (json, md) = bench::idle::run(&tools(&o), launch, n, o.target_cpu, &o.out)?;
     println!("{}\n{}", json.display(), md.display());
     Ok(())
 }

@@ -109,3 +109,37 @@ pub fn minimize_timer_slack() -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Raises this process's RLIMIT_NOFILE to at least `want` (soft and hard; raising the hard
+/// limit needs CAP_SYS_RESOURCE, so without it the soft limit goes up to the hard one).
+/// Children inherit the result. Returns the soft limit now in force.
+pub fn raise_nofile(want: u64) -> io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if lim.rlim_cur >= want {
+        return Ok(lim.rlim_cur);
+    }
+    let wanted = libc::rlimit {
+        rlim_cur: want.max(lim.rlim_cur),
+        rlim_max: want.max(lim.rlim_max),
+    };
+    // SAFETY: setrlimit reads one rlimit from a struct that lives across the call.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) } == 0 {
+        return Ok(wanted.rlim_cur);
+    }
+    let capped = libc::rlimit {
+        rlim_cur: lim.rlim_max,
+        rlim_max: lim.rlim_max,
+    };
+    // SAFETY: as above.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &capped) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(capped.rlim_cur)
+}
