@@ -34,6 +34,17 @@ impl AsRawFd for UpstreamStream {
     }
 }
 
+impl UpstreamStream {
+    /// True when the socket has been quiet since the last read (glommio's readiness poll
+    /// from that read is still pending): the pool can reuse it without a probe syscall.
+    pub fn quiet_since_last_read(&self) -> bool {
+        match self {
+            UpstreamStream::Plain(s) => s.quiet_since_last_read(),
+            UpstreamStream::Tls(s) => s.get_ref().0.quiet_since_last_read(),
+        }
+    }
+}
+
 impl AsyncRead for UpstreamStream {
     fn poll_read(
         self: Pin<&mut Self>,

@@ -1,7 +1,9 @@
 //! Per-shard pool of idle upstream HTTP/1.1 connections, keyed by what makes a connection
 //! reusable (the endpoint address; for TLS origination also the SNI and client identity).
 //! LIFO reuse keeps the warmest connections busy and lets the rest age out. A connection is
-//! probed before reuse, so one the upstream closed while idle is dropped, not used.
+//! checked before reuse, so one the upstream closed while idle is dropped, not used: a
+//! readiness poll still pending from its last read proves it quiet for free, else a
+//! `MSG_PEEK` probe asks the kernel (that probe was one syscall per proxied request).
 //! Shard-local: `RefCell`, no locks, never crosses threads.
 
 use std::cell::RefCell;
@@ -69,7 +71,8 @@ impl Pool {
         while let Some(entry) = list.pop() {
             if now.duration_since(entry.since) < entry.idle_timeout
                 && entry.conn.buf.is_empty()
-                && idle_connection_usable(entry.conn.stream.as_raw_fd())
+                && (entry.conn.stream.quiet_since_last_read()
+                    || idle_connection_usable(entry.conn.stream.as_raw_fd()))
             {
                 return Some(entry.conn);
             }

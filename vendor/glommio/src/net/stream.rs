@@ -236,6 +236,15 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         super::yolo_peek(self.stream.as_raw_fd(), buf)
     }
 
+    /// egressd patch: true while the readiness poll armed after the last read is still
+    /// pending, i.e. nothing (data, EOF, error) has reached the socket since, as far as
+    /// the reactor has seen.
+    pub(crate) fn read_poll_pending(&self) -> bool {
+        self.source_rx
+            .as_ref()
+            .is_some_and(|src| src.result().is_none())
+    }
+
     pub(crate) async fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
         let source = self.reactor.upgrade().unwrap().recv(
             self.stream.as_raw_fd(),
@@ -405,6 +414,14 @@ impl<S> GlommioStream<S, NonBuffered> {
 }
 
 impl<S: AsRawFd, B: RxBuf> GlommioStream<S, B> {
+    /// egressd patch: see [`NonBufferedStream::read_poll_pending`]; nothing buffered
+    /// and no EOF seen either.
+    pub(crate) fn quiet_since_last_read(&self) -> bool {
+        !self.rx_done.get()
+            && self.rx_buf.peek(&mut [0u8; 1]) == 0
+            && self.stream.read_poll_pending()
+    }
+
     /// Receives data on the socket from the remote address to which it is
     /// connected, without removing that data from the queue.
     ///

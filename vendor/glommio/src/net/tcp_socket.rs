@@ -652,6 +652,14 @@ impl<B: RxBuf> TcpStream<B> {
         self.stream.peek(buf).await.map_err(Into::into)
     }
 
+    /// egressd patch: true when the readiness poll that the last read armed is still
+    /// pending: no data, EOF or error has reached the socket since, as far as the reactor
+    /// has seen, so an idle pooled connection needs no `MSG_PEEK` syscall to be judged
+    /// alive. False (probe it) when no such poll is armed or it has fired.
+    pub fn quiet_since_last_read(&self) -> bool {
+        self.stream.quiet_since_last_read()
+    }
+
     /// Returns the socket address of the remote peer of this TCP connection.
     ///
     /// # Examples
