@@ -302,3 +302,24 @@ pub fn markdown(r: &IdleReport) -> String {
     );
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `start` raises limits by rewriting these settings of the shared configs: if one is
+    /// renamed there, the rewrite would silently do nothing and the proxy would refuse
+    /// connections past its old limit.
+    #[test]
+    fn the_settings_start_rewrites_are_in_the_shared_configs() {
+        let origin = SocketAddr::from(([127, 0, 0, 1], 9000));
+        let dir = Path::new("/tmp/x");
+        assert!(targets::haproxy_cfg(8000, origin).contains("maxconn 4096"));
+        let nginx = targets::nginx_proxy_conf(dir, 8000, origin);
+        assert!(
+            nginx.contains("worker_connections 4096;") && nginx.contains("worker_processes 1;")
+        );
+        assert!(targets::egressd_yaml(8000, origin, &dir.join("a.log"))
+            .contains("maxConnections: 4096"));
+    }
+}
