@@ -145,6 +145,53 @@ fn keep_alive_reuses_one_upstream_connection() {
     );
 }
 
+/// An origin that answers one request per connection as keep-alive (no `Connection:
+/// close`), then closes the connection 50 ms later, as a server's idle timeout would.
+/// Returns its port and the count of connections it accepted.
+fn origin_closing_idle_connections() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            count.fetch_add(1, Ordering::SeqCst);
+            std::thread::spawn(move || {
+                conn.set_read_timeout(Some(Duration::from_secs(10)))
+                    .unwrap();
+                let (mut head, mut byte) = (Vec::new(), [0u8; 1]);
+                while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+                std::thread::sleep(Duration::from_millis(50));
+            });
+        }
+    });
+    (port, accepted)
+}
+
+/// The pool must not hand out a connection the upstream closed while it sat idle: the
+/// second request gets a new upstream connection at once, not a failure or a retry.
+#[test]
+fn an_upstream_connection_closed_while_idle_is_not_reused() {
+    let (origin_port, accepted) = origin_closing_idle_connections();
+    let (gw, port) = start(&one_route("a.example.com", origin_port, ""));
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let get = b"GET / HTTP/1.1\r\nHost: a.example.com\r\n\r\n";
+    assert_eq!(exchange(&mut conn, get).status, 200);
+    // The origin closes its side 50 ms after answering; give the FIN time to arrive.
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(exchange(&mut conn, get).status, 200);
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+    let stat = |name: &str| gw.stat(&format!("cluster.outbound|80||a.example.com.{name}"));
+    assert_eq!(stat("upstream_cx_total"), Some(2));
+    assert_eq!(stat("upstream_rq_200"), Some(2));
+    assert_eq!(stat("upstream_rq_retry").unwrap_or(0), 0);
+}
+
 #[test]
 fn chunked_and_large_bodies_stream_intact() {
     use sha2::{Digest, Sha256};
