@@ -292,14 +292,10 @@ pub fn markdown(r: &IdleReport) -> String {
         ratio("haproxy"),
         ratio("nginx")
     );
-    let m = &r.machine;
     for line in &r.notes {
         s += &format!("- {line}\n");
     }
-    s += &format!(
-        "- CPU: {} × {}, kernel {}; load average {} at start, {} at end\n",
-        m.cpu_model, m.cores, m.kernel, m.loadavg_start, m.loadavg_end
-    );
+    s += &r.machine.summary_line();
     s
 }
 

@@ -27,6 +27,16 @@ pub struct Machine {
     pub wall_s: f64,
 }
 
+impl Machine {
+    /// The one-line machine note the short scenario reports end with.
+    pub fn summary_line(&self) -> String {
+        format!(
+            "- CPU: {} × {}, kernel {}; load average {} at start, {} at end\n",
+            self.cpu_model, self.cores, self.kernel, self.loadavg_start, self.loadavg_end
+        )
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ProcessCpu {
     pub pid: u32,

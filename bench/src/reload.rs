@@ -245,14 +245,10 @@ pub fn markdown(r: &ReloadReport) -> String {
         x.reload_posts, x.reload_posts_ok, o(x.update_attempt), o(x.update_success), o(x.update_rejected),
         x.last_answer.replace('|', "/"),
     );
-    let m = &r.machine;
     for line in r.layout.iter().chain(&r.notes) {
         s += &format!("- {line}\n");
     }
-    s += &format!(
-        "- CPU: {} × {}, kernel {}; load average {} at start, {} at end\n",
-        m.cpu_model, m.cores, m.kernel, m.loadavg_start, m.loadavg_end
-    );
+    s += &r.machine.summary_line();
     s
 }
 
