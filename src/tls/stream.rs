@@ -43,6 +43,28 @@ impl UpstreamStream {
             UpstreamStream::Tls(s) => s.get_ref().0.quiet_since_last_read(),
         }
     }
+
+    /// Writes all of `bytes`. On a plain stream the write is an io_uring SEND that joins
+    /// the shard's next submission batch (glommio's `send_batched`, an egressd patch)
+    /// instead of a `send` syscall made at once: the requests of every connection served
+    /// in one executor turn reach the kernel in one `io_uring_enter`. An origin sharing
+    /// the core is then woken once per batch instead of preempting the shard once per
+    /// request (perf-results/2026-11-27-http.md). A short count (only on error or a closed
+    /// peer) falls back to ordinary writes for the rest.
+    pub async fn write_all_batched(&mut self, bytes: &[u8]) -> io::Result<()> {
+        use futures_lite::AsyncWriteExt;
+        match self {
+            UpstreamStream::Plain(s) => {
+                let (result, owned) = s.send_batched(bytes.to_vec()).await;
+                let sent = result?;
+                if sent < owned.len() {
+                    s.write_all(&owned[sent..]).await?;
+                }
+                Ok(())
+            }
+            UpstreamStream::Tls(s) => s.write_all(bytes).await,
+        }
+    }
 }
 
 impl AsyncRead for UpstreamStream {

@@ -114,7 +114,7 @@ pub async fn forward<D: AsyncRead + AsyncWrite + Unpin>(
         };
         outcome.upstream_local = up.local;
         up.requests += 1;
-        if let Err(e) = up.stream.write_all(req.wire).await {
+        if let Err(e) = up.stream.write_all_batched(req.wire).await {
             if reused && resendable {
                 // The upstream closed this pooled connection between our probe and our write.
                 tracing::debug!(error = %e, "stale pooled connection, retrying on a new one");

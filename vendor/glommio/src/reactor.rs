@@ -455,6 +455,14 @@ impl Reactor {
         Ok(source)
     }
 
+    /// egressd patch: a send queued for the reactor's next submission batch (not rushed),
+    /// owning its bytes until the kernel is done with them.
+    pub(crate) fn batched_send(&self, fd: RawFd, bytes: Vec<u8>) -> Source {
+        let source = self.new_source(fd, SourceType::SockSendBytes(bytes), None);
+        self.sys.send(&source, MsgFlags::MSG_WAITALL);
+        source
+    }
+
     pub(crate) fn rushed_sendmsg(
         &self,
         fd: RawFd,

@@ -245,6 +245,18 @@ impl<S: AsRawFd> NonBufferedStream<S> {
             .is_some_and(|src| src.result().is_none())
     }
 
+    /// egressd patch: sends `bytes` as an io_uring SEND submitted with the reactor's next
+    /// batch. Gives the bytes back with the count sent.
+    pub(crate) async fn send_batched(&self, bytes: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        let reactor = self.reactor.upgrade().unwrap();
+        let source = reactor.batched_send(self.stream.as_raw_fd(), bytes);
+        let result = source.collect_rw().await;
+        match source.extract_source_type() {
+            SourceType::SockSendBytes(bytes) => (result, bytes),
+            _ => unreachable!(),
+        }
+    }
+
     pub(crate) async fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
         let source = self.reactor.upgrade().unwrap().recv(
             self.stream.as_raw_fd(),
@@ -416,6 +428,11 @@ impl<S> GlommioStream<S, NonBuffered> {
 impl<S: AsRawFd, B: RxBuf> GlommioStream<S, B> {
     /// egressd patch: see [`NonBufferedStream::read_poll_pending`]; nothing buffered
     /// and no EOF seen either.
+    /// egressd patch: see [`NonBufferedStream::send_batched`].
+    pub(crate) async fn send_batched(&self, bytes: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        self.stream.send_batched(bytes).await
+    }
+
     pub(crate) fn quiet_since_last_read(&self) -> bool {
         !self.rx_done.get()
             && self.rx_buf.peek(&mut [0u8; 1]) == 0

@@ -660,6 +660,14 @@ impl<B: RxBuf> TcpStream<B> {
         self.stream.quiet_since_last_read()
     }
 
+    /// egressd patch: sends `bytes` with an io_uring SEND (`MSG_WAITALL`) queued for the
+    /// executor's next submission batch rather than a `send` syscall now, so the sends of
+    /// every task that ran in one turn reach the kernel in one `io_uring_enter`. Returns
+    /// the count sent (short only on error or a closed peer) and the bytes.
+    pub async fn send_batched(&self, bytes: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        self.stream.send_batched(bytes).await
+    }
+
     /// Returns the socket address of the remote peer of this TCP connection.
     ///
     /// # Examples

@@ -34,6 +34,9 @@ pub(crate) enum SourceType {
     Read(PollableStatus, Option<IoBuffer>),
     PollAdd,
     SockSend(DmaBuffer),
+    /// egressd patch: a send whose bytes the source owns, submitted with the reactor's
+    /// next batch instead of at once (see `TcpStream::send_batched`).
+    SockSendBytes(Vec<u8>),
     SockRecv(Option<DmaBuffer>),
     SockRecvMsg(
         Option<DmaBuffer>,
@@ -137,6 +140,12 @@ pub(crate) struct InnerSource {
 impl InnerSource {
     pub(crate) fn update_source_type(&mut self, source_type: SourceType) -> SourceType {
         std::mem::replace(&mut self.source_type, source_type)
+    }
+
+    /// egressd patch: whether this source's queue/submit/fulfil timestamps are read (by
+    /// its latency collection function); no one else reads them.
+    pub(crate) fn wants_latency(&self) -> bool {
+        self.stats_collection.is_some_and(|s| s.latency.is_some())
     }
 }
 

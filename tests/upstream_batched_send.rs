@@ -1,0 +1,166 @@
+//! `UpstreamStream::write_all_batched` between real loopback sockets: the request write
+//! that joins the shard's next io_uring submission batch (an io_uring SEND owning a copy
+//! of the bytes) instead of a `send` syscall made at once.
+//!
+//! Topology per test: peers are std threads; the writer is a glommio executor on its own
+//! thread. Every wait is bounded.
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use egressd::tls::stream::UpstreamStream;
+use glommio::{LocalExecutorBuilder, Placement};
+use sha2::{Digest, Sha256};
+
+const BOUND: Duration = Duration::from_secs(60);
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 12) as u8)
+        .collect()
+}
+
+/// Accepts one connection and reads it to EOF in small, slow reads (so the writer meets
+/// full socket buffers); returns the sha256 of what arrived.
+fn slow_reader(listener: TcpListener) -> thread::JoinHandle<(usize, [u8; 32])> {
+    thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(BOUND)).unwrap();
+        let mut hash = Sha256::new();
+        let mut buf = [0u8; 16 * 1024];
+        let mut total = 0;
+        let mut reads = 0u32;
+        loop {
+            let n = s.read(&mut buf).unwrap();
+            if n == 0 {
+                return (total, hash.finalize().into());
+            }
+            hash.update(&buf[..n]);
+            total += n;
+            reads += 1;
+            if reads % 64 == 0 {
+                thread::sleep(Duration::from_millis(2));
+            }
+        }
+    })
+}
+
+/// Runs `f` on a fresh single-thread glommio executor and returns its result.
+fn on_executor<T: Send + 'static, F, Fut>(f: F) -> T
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T> + 'static,
+{
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let ex = LocalExecutorBuilder::new(Placement::Unbound)
+            .io_memory(1 << 20)
+            .make()
+            .unwrap();
+        let _ = tx.send(ex.run(f()));
+    });
+    rx.recv_timeout(BOUND).expect("executor finished in time")
+}
+
+async fn connect(addr: SocketAddr) -> UpstreamStream {
+    UpstreamStream::Plain(glommio::net::TcpStream::connect(addr).await.unwrap())
+}
+
+#[test]
+fn a_batched_write_larger_than_the_socket_buffers_arrives_whole() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let reader = slow_reader(listener);
+    let payload = pattern(8 << 20, 7);
+    let expected: [u8; 32] = Sha256::digest(&payload).into();
+    let written = on_executor(move || async move {
+        let mut up = connect(addr).await;
+        let result = up.write_all_batched(&payload).await.map(|()| payload.len());
+        drop(up);
+        result.unwrap()
+    });
+    assert_eq!(written, 8 << 20);
+    assert_eq!(reader.join().unwrap(), (8 << 20, expected));
+}
+
+#[test]
+fn batched_writes_from_many_tasks_in_one_turn_each_reach_their_own_peer_intact() {
+    const CONNS: usize = 48;
+    let mut readers = Vec::new();
+    let mut addrs = Vec::new();
+    for _ in 0..CONNS {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        addrs.push(listener.local_addr().unwrap());
+        readers.push(slow_reader(listener));
+    }
+    // Sizes from one byte to past a socket buffer, so some sends finish in the batch and
+    // some wait in the kernel for room.
+    let sizes: Vec<usize> = (0..CONNS).map(|i| 1 + i * i * 1500).collect();
+    let payloads: Vec<Vec<u8>> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| pattern(n, i as u8))
+        .collect();
+    let expected: Vec<(usize, [u8; 32])> = payloads
+        .iter()
+        .map(|p| (p.len(), Sha256::digest(p).into()))
+        .collect();
+    on_executor(move || async move {
+        let mut streams = Vec::new();
+        for addr in addrs {
+            streams.push(connect(addr).await);
+        }
+        // All tasks queue their send before the executor's next submission.
+        let tasks: Vec<_> = streams
+            .into_iter()
+            .zip(payloads)
+            .map(|(mut up, payload)| {
+                glommio::spawn_local(async move { up.write_all_batched(&payload).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    for (reader, want) in readers.into_iter().zip(expected) {
+        assert_eq!(reader.join().unwrap(), want);
+    }
+}
+
+#[test]
+fn a_batched_write_to_a_peer_that_reset_the_connection_fails() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (reset_tx, reset_rx) = mpsc::channel::<()>();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let peer = thread::spawn(move || {
+        let (s, _) = listener.accept().unwrap();
+        // Linger 0: close sends RST; on loopback it has arrived when close returns.
+        socket2::SockRef::from(&s)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        go_rx.recv_timeout(BOUND).unwrap();
+        drop(s);
+        reset_tx.send(()).unwrap();
+    });
+    let result = on_executor(move || async move {
+        let mut up = connect(addr).await;
+        go_tx.send(()).unwrap();
+        reset_rx.recv_timeout(BOUND).unwrap();
+        up.write_all_batched(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .map_err(|e| e.kind())
+    });
+    peer.join().unwrap();
+    let err = result.expect_err("a write to a reset connection must fail");
+    assert!(
+        matches!(
+            err,
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+        ),
+        "{err:?}"
+    );
+}
