@@ -21,7 +21,7 @@ use crate::obs::access_log::PROTOCOL_HTTP2;
 use crate::proxy::buf::ReadBuf;
 use crate::proxy::http1::conn::{reject, route_and_forward, DownstreamInfo};
 use crate::proxy::http1::exchange::UpstreamOutcome;
-use crate::proxy::http1::head::{find_header, parse_request, RequestHead};
+use crate::proxy::http1::head::{parse_request, RequestHead};
 use crate::proxy::http1::log;
 use crate::runtime::shard::Shard;
 
@@ -83,12 +83,6 @@ async fn exchange(
     match parsed {
         Err(e) => reject(shard, &mut io, &mut resp_wire, e, &mut rec, false).await,
         Ok(head_len) => {
-            log::set_request(
-                &mut rec,
-                &head,
-                find_header(buf.data(), &head.headers, "user-agent"),
-            );
-            rec.protocol = PROTOCOL_HTTP2;
             let result;
             (result, outcome) = Box::pin(route_and_forward(
                 shard,
@@ -102,6 +96,8 @@ async fn exchange(
                 &mut rec,
             ))
             .await;
+            log::take_request(&mut rec, &mut head);
+            rec.protocol = PROTOCOL_HTTP2;
             log::set_outcome(&mut rec, &outcome);
             if let Err(e) = result {
                 reject(shard, &mut io, &mut resp_wire, e, &mut rec, false).await;

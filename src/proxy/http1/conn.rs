@@ -110,11 +110,6 @@ pub async fn serve<D: AsyncRead + AsyncWrite + Unpin>(
                 true
             }
             Ok(head_len) => {
-                log::set_request(
-                    &mut rec,
-                    &head,
-                    find_header(buf.data(), &head.headers, "user-agent"),
-                );
                 // Boxed per request: the exchange's state (TLS origination included) is
                 // large and would otherwise stay allocated with every idle connection.
                 let (result, outcome) = Box::pin(route_and_forward(
@@ -129,6 +124,7 @@ pub async fn serve<D: AsyncRead + AsyncWrite + Unpin>(
                     &mut rec,
                 ))
                 .await;
+                log::take_request(&mut rec, &mut head);
                 // While draining, the answer to this request is the connection's last.
                 let close = outcome.close || head.close || shard.draining();
                 log::set_outcome(&mut rec, &outcome);

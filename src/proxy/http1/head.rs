@@ -118,6 +118,7 @@ pub fn parse_request(
         ..Default::default()
     };
     head.headers.clear();
+    head.headers.reserve(req.headers.len());
     let mut host: Option<&str> = None;
     let mut content_length: Option<u64> = None;
     let mut chunked = false;
@@ -154,7 +155,10 @@ pub fn parse_request(
         } else if name.eq_ignore_ascii_case("expect") {
             head.expect_continue = value.eq_ignore_ascii_case("100-continue");
         } else if name.eq_ignore_ascii_case("user-agent") {
-            head.user_agent = Some(value.to_string());
+            // The first, as Envoy's %REQ(USER-AGENT)% prints.
+            if head.user_agent.is_none() {
+                head.user_agent = Some(value.to_string());
+            }
         } else if name.eq_ignore_ascii_case("x-forwarded-for") {
             head.forwarded_for = Some(value.to_string());
         } else if name.eq_ignore_ascii_case("x-request-id") {
@@ -225,6 +229,7 @@ pub fn parse_response(
         ..Default::default()
     };
     head.headers.clear();
+    head.headers.reserve(resp.headers.len());
     let mut content_length: Option<u64> = None;
     let mut chunked = false;
     for h in resp.headers.iter() {

@@ -19,21 +19,29 @@ pub fn new_record(start_time: SystemTime, info: &DownstreamInfo) -> AccessRecord
     rec
 }
 
-pub fn set_request(rec: &mut AccessRecord, head: &RequestHead, user_agent: Option<&str>) {
-    rec.method = Some(head.method.clone());
+/// Moves the request's fields into the record once the exchange is done with the head:
+/// no copies, since the next request is parsed into the head afresh. The exchange has
+/// already set the `x-forwarded-for` and `x-request-id` it sent upstream; a request
+/// refused before that logs the client's.
+pub fn take_request(rec: &mut AccessRecord, head: &mut RequestHead) {
+    rec.method = Some(std::mem::take(&mut head.method));
     // A CONNECT's authority-form target has no path: Envoy's HTTP/1 codec sets `:authority`
     // from it and no `:path`, so its log line reads `"CONNECT - HTTP/1.1"`. Only CONNECT
     // parses to an empty path (origin and absolute forms give at least "/").
-    rec.path = (!head.path.is_empty()).then(|| head.path.clone());
+    rec.path = (!head.path.is_empty()).then(|| std::mem::take(&mut head.path));
     rec.protocol = if head.minor == 0 {
         PROTOCOL_HTTP10
     } else {
         PROTOCOL_HTTP11
     };
-    rec.authority = Some(head.authority.clone());
-    rec.user_agent = user_agent.map(str::to_string);
-    rec.x_forwarded_for = head.forwarded_for.clone();
-    rec.request_id = head.request_id.clone();
+    rec.authority = Some(std::mem::take(&mut head.authority));
+    rec.user_agent = head.user_agent.take();
+    if rec.x_forwarded_for.is_none() {
+        rec.x_forwarded_for = head.forwarded_for.take();
+    }
+    if rec.request_id.is_none() {
+        rec.request_id = head.request_id.take();
+    }
 }
 
 pub fn set_outcome(rec: &mut AccessRecord, outcome: &UpstreamOutcome) {
