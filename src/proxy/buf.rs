@@ -4,11 +4,10 @@
 //! give it back while empty, so an idle keep-alive connection costs a few hundred bytes.
 
 use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
-use futures_lite::{AsyncRead, AsyncReadExt};
-
-/// What a lazy buffer reads before it takes a buffer: a typical request head fits.
-const FIRST_READ: usize = 1024;
+use futures_lite::AsyncRead;
 /// Released buffers a thread keeps for reuse (a shard is a thread): allocating and zeroing
 /// a 60 KiB head buffer per keep-alive request cost about 9 µs a request in the bench.
 const POOL_MAX: usize = 256;
@@ -116,26 +115,45 @@ impl ReadBuf {
 
     /// Reads once from `src` into free space (compacting first when the tail is full).
     /// Returns 0 at end of stream. Must not be called when `is_full()`.
+    ///
+    /// A released lazy buffer borrows one from the pool for each read attempt only and
+    /// keeps it when bytes arrive: an idle peer pins no buffer, and the future holds no
+    /// array of its own (every future that awaits a fill would carry it, and the
+    /// per-request exchange is allocated and copied whole).
     pub async fn fill<R: AsyncRead + Unpin>(&mut self, src: &mut R) -> io::Result<usize> {
+        futures_lite::future::poll_fn(|cx| self.poll_fill(cx, src)).await
+    }
+
+    fn poll_fill<R: AsyncRead + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        src: &mut R,
+    ) -> Poll<io::Result<usize>> {
         if self.buf.is_empty() && self.cap > 0 {
-            // Wait for the first bytes in a small array: an idle peer pins no buffer.
-            let mut first = [0u8; FIRST_READ];
-            let n = src.read(&mut first[..self.cap.min(FIRST_READ)]).await?;
-            if n > 0 {
-                self.buf = take(self.cap);
-                self.buf[..n].copy_from_slice(&first[..n]);
-                self.end = n;
+            // AsyncRead borrows the buffer for the call only, so it can go back on Pending.
+            let mut buf = take(self.cap);
+            let polled = Pin::new(&mut *src).poll_read(cx, &mut buf);
+            if let Poll::Ready(Ok(n)) = polled {
+                if n > 0 {
+                    self.buf = buf;
+                    self.start = 0;
+                    self.end = n;
+                    return polled;
+                }
             }
-            return Ok(n);
+            give_back(buf);
+            return polled;
         }
         if self.end == self.buf.len() && self.start > 0 {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
         }
-        let n = src.read(&mut self.buf[self.end..]).await?;
-        self.end += n;
-        Ok(n)
+        let polled = Pin::new(&mut *src).poll_read(cx, &mut self.buf[self.end..]);
+        if let Poll::Ready(Ok(n)) = polled {
+            self.end += n;
+        }
+        polled
     }
 }
 
@@ -157,14 +175,44 @@ mod tests {
         });
     }
 
+    /// Pending once, then the bytes.
+    struct Later(bool, &'static [u8]);
+    impl AsyncRead for Later {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            out: &mut [u8],
+        ) -> Poll<io::Result<usize>> {
+            if !std::mem::replace(&mut self.0, true) {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            let n = self.1.len().min(out.len());
+            out[..n].copy_from_slice(&self.1[..n]);
+            Poll::Ready(Ok(n))
+        }
+    }
+
+    #[test]
+    fn a_lazy_buffer_holds_no_memory_while_its_read_waits() {
+        let mut b = ReadBuf::lazy(4096);
+        let mut src = Later(false, b"GET / HTTP/1.1\r\n\r\n");
+        futures_lite::future::block_on(async {
+            let waiting = futures_lite::future::poll_once(b.fill(&mut src)).await;
+            assert!(waiting.is_none());
+            assert!(b.buf.is_empty(), "nothing pinned by a read that waits");
+            assert_eq!(b.fill(&mut src).await.unwrap(), 18);
+            assert_eq!(b.data(), b"GET / HTTP/1.1\r\n\r\n");
+        });
+    }
+
     #[test]
     fn lazy_buffer_allocates_on_data_and_releases_when_empty() {
-        let cap = FIRST_READ + 300;
+        let cap = 1324;
         let mut b = ReadBuf::lazy(cap);
         let mut src: &[u8] = &[7u8; 2000][..];
         futures_lite::future::block_on(async {
-            assert_eq!(b.fill(&mut src).await.unwrap(), FIRST_READ);
-            assert_eq!(b.fill(&mut src).await.unwrap(), 300);
+            assert_eq!(b.fill(&mut src).await.unwrap(), cap);
             assert!(b.is_full());
             b.release();
             assert_eq!(b.len(), cap, "a buffer holding data is kept");
@@ -172,7 +220,7 @@ mod tests {
             b.release();
             assert!(b.buf.is_empty(), "an empty buffer is given back");
             assert_eq!(b.fill(&mut src).await.unwrap(), 2000 - cap);
-            assert_eq!(b.data(), &[7u8; 2000 - FIRST_READ - 300][..]);
+            assert_eq!(b.data(), &[7u8; 2000 - 1324][..]);
             b.consume(b.len());
             b.release();
             // The next connection on this thread reuses the pooled buffer.

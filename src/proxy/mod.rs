@@ -12,6 +12,7 @@ mod relay_dir;
 pub mod tcp_conn;
 pub mod terminate;
 mod terminate_tcp;
+pub mod wire_pool;
 
 pub use passthrough::{relay, RelayEnd, RelayOptions, RelayOutcome, Side};
 pub use pipe_pool::{PipePool, PooledPipe};

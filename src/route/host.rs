@@ -2,6 +2,8 @@
 //! (`exact`, `*.suffix`, `*`) that Istio resources write. Pure functions, no allocation on
 //! the match path.
 
+use std::borrow::Cow;
+
 /// A host pattern from a Gateway server, a VirtualService or a ServiceEntry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HostPattern {
@@ -72,7 +74,7 @@ impl std::fmt::Display for HostPattern {
 /// Normalises a Host header or `:authority` for matching: strips the port (also from
 /// `[v6]:port`), lower-cases, removes one trailing dot. Returns None for an empty or
 /// syntactically impossible host; the caller answers 400.
-pub fn normalize_host(authority: &str) -> Option<String> {
+pub fn normalize_host(authority: &str) -> Option<Cow<'_, str>> {
     let host = if let Some(rest) = authority.strip_prefix('[') {
         let end = rest.find(']')?;
         let after = &rest[end + 1..];
@@ -100,7 +102,12 @@ pub fn normalize_host(authority: &str) -> Option<String> {
     if !host.starts_with('[') && host.split('.').any(str::is_empty) {
         return None;
     }
-    Some(host.to_ascii_lowercase())
+    // Most clients send lowercase names: borrow those rather than copy them.
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Some(Cow::Owned(host.to_ascii_lowercase()))
+    } else {
+        Some(Cow::Borrowed(host))
+    }
 }
 
 /// The port written in an authority, if any.

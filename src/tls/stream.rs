@@ -16,6 +16,7 @@ use futures_rustls::client::TlsStream;
 use glommio::net::TcpStream;
 
 use crate::obs::stats_tls::HandshakeFailure;
+use crate::proxy::wire_pool::Wire;
 
 pub enum UpstreamStream {
     Plain(TcpStream),
@@ -55,10 +56,14 @@ impl UpstreamStream {
         use futures_lite::AsyncWriteExt;
         match self {
             UpstreamStream::Plain(s) => {
-                let (result, owned) = s.send_batched(bytes.to_vec()).await;
+                // The send owns a copy until the kernel is done with it.
+                let mut copy = Wire::take();
+                copy.extend_from_slice(bytes);
+                let (result, owned) = s.send_batched(std::mem::take(&mut *copy)).await;
+                *copy = owned;
                 let sent = result?;
-                if sent < owned.len() {
-                    s.write_all(&owned[sent..]).await?;
+                if sent < copy.len() {
+                    s.write_all(&copy[sent..]).await?;
                 }
                 Ok(())
             }

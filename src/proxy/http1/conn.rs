@@ -20,6 +20,7 @@ use crate::obs::fast_fmt;
 use crate::obs::stats::HttpConnManagerStats;
 use crate::proxy::buf::ReadBuf;
 use crate::proxy::deadline::within;
+use crate::proxy::wire_pool::Wire;
 use crate::route::host::normalize_host;
 use crate::route::table::RequestView;
 use crate::runtime::shard::Shard;
@@ -58,8 +59,9 @@ pub async fn serve<D: AsyncRead + AsyncWrite + Unpin>(
     // keep-alive connections hold almost no memory (measured in tests/hostile_limits.rs).
     let mut buf = ReadBuf::lazy(head_limit);
     let mut head = RequestHead::default();
-    let mut req_wire = Vec::new();
-    let mut resp_wire = Vec::new();
+    // Serialization buffers, from the shard's pool while a request is served.
+    let mut req_wire = Wire::default();
+    let mut resp_wire = Wire::default();
     let mut first = true;
     loop {
         // The bootstrap of the snapshot current now: reloads apply from the next request.
@@ -67,14 +69,16 @@ pub async fn serve<D: AsyncRead + AsyncWrite + Unpin>(
         let gw = &snapshot.config.gateway;
         if buf.is_empty() {
             buf.release();
-            req_wire = Vec::new();
-            resp_wire = Vec::new();
+            req_wire.release();
+            resp_wire.release();
             head.headers = Vec::new();
             match within(Some(gw.timeouts.downstream_idle), buf.fill(&mut down)).await {
                 Some(Ok(n)) if n > 0 => {}
                 _ => return,
             }
         }
+        req_wire.take_if_released();
+        resp_wire.take_if_released();
         if std::mem::take(&mut first)
             && prior_knowledge_h2(&mut buf, &mut down, gw.timeouts.header_read).await
         {
@@ -239,13 +243,15 @@ pub(crate) async fn route_and_forward<D: AsyncRead + AsyncWrite + Unpin>(
             deny!(ProxyError::Forbidden("CONNECT"))
         }
         buf.consume(head_len);
-        let result = connect::tunnel(shard, cluster, down, buf).await.map(|t| {
-            outcome.status = 200;
-            outcome.upstream_host = Some(t.upstream);
-            outcome.bytes_received = t.to_upstream;
-            outcome.bytes_sent = t.to_downstream;
-            outcome.flag = t.idle_timed_out.then_some("SI");
-        });
+        let result = Box::pin(connect::tunnel(shard, cluster, down, buf))
+            .await
+            .map(|t| {
+                outcome.status = 200;
+                outcome.upstream_host = Some(t.upstream);
+                outcome.bytes_received = t.to_upstream;
+                outcome.bytes_sent = t.to_downstream;
+                outcome.flag = t.idle_timed_out.then_some("SI");
+            });
         return (result, outcome);
     }
     let state = shard.cluster_state(cluster);
