@@ -164,3 +164,76 @@ fn a_batched_write_to_a_peer_that_reset_the_connection_fails() {
         "{err:?}"
     );
 }
+
+/// rustls server config for `localhost` with a fresh self-signed certificate; returns it
+/// with the client config that trusts that certificate.
+fn tls_configs() -> (
+    std::sync::Arc<rustls::ServerConfig>,
+    std::sync::Arc<rustls::ClientConfig>,
+) {
+    use std::sync::Arc;
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert = ck.cert.der().clone();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], key)
+        .unwrap();
+    // No session tickets: the writer never reads, and unread bytes would make its close a RST.
+    server.send_tls13_tickets = 0;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).unwrap();
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    (Arc::new(server), Arc::new(client))
+}
+
+#[test]
+fn a_batched_tls_write_past_the_session_buffer_limit_arrives_whole_and_decrypts() {
+    let (server_cfg, client_cfg) = tls_configs();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    // The server decrypts to EOF (close_notify or TCP close), slowly enough that sends wait.
+    let reader = thread::spawn(move || {
+        let (tcp, _) = listener.accept().unwrap();
+        tcp.set_read_timeout(Some(BOUND)).unwrap();
+        let conn = rustls::ServerConnection::new(server_cfg).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        let mut hash = Sha256::new();
+        let mut buf = [0u8; 16 * 1024];
+        let mut total = 0;
+        loop {
+            match tls.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    hash.update(&buf[..n]);
+                    total += n;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+                Err(e) => panic!("server read: {e}"),
+            }
+        }
+        (total, <[u8; 32]>::from(hash.finalize()))
+    });
+    // Several times rustls' default 64 KiB buffer limit, so the write goes round its loop.
+    let payload = pattern(3 << 20, 3);
+    let expected: [u8; 32] = Sha256::digest(&payload).into();
+    on_executor(move || async move {
+        let tcp = glommio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = futures_rustls::TlsConnector::from(client_cfg)
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        let mut up = UpstreamStream::Tls(Box::new(tls));
+        up.write_all_batched(&payload).await.unwrap();
+        futures_lite::AsyncWriteExt::close(&mut up).await.unwrap();
+    });
+    assert_eq!(reader.join().unwrap(), (3 << 20, expected));
+}

@@ -45,31 +45,56 @@ impl UpstreamStream {
         }
     }
 
-    /// Writes all of `bytes`. On a plain stream the write is an io_uring SEND that joins
-    /// the shard's next submission batch (glommio's `send_batched`, an egressd patch)
-    /// instead of a `send` syscall made at once: the requests of every connection served
-    /// in one executor turn reach the kernel in one `io_uring_enter`. An origin sharing
-    /// the core is then woken once per batch instead of preempting the shard once per
-    /// request (perf-results/2026-11-27-http.md). A short count (only on error or a closed
-    /// peer) falls back to ordinary writes for the rest.
+    /// Writes all of `bytes` as io_uring SENDs that join the shard's next submission batch
+    /// (glommio's `send_batched`, an egressd patch) instead of `send` syscalls made at once:
+    /// the requests of every connection served in one executor turn reach the kernel in
+    /// one `io_uring_enter`. An origin sharing the core is then woken once per batch
+    /// instead of preempting the shard once per request (perf-results/2026-11-27-http.md).
+    /// On TLS, rustls encrypts into the same kind of buffer, sent the same way.
     pub async fn write_all_batched(&mut self, bytes: &[u8]) -> io::Result<()> {
-        use futures_lite::AsyncWriteExt;
+        let mut wire = Wire::take();
         match self {
             UpstreamStream::Plain(s) => {
-                // The send owns a copy until the kernel is done with it.
-                let mut copy = Wire::take();
-                copy.extend_from_slice(bytes);
-                let (result, owned) = s.send_batched(std::mem::take(&mut *copy)).await;
-                *copy = owned;
-                let sent = result?;
-                if sent < copy.len() {
-                    s.write_all(&copy[sent..]).await?;
+                wire.extend_from_slice(bytes);
+                send_all_batched(s, &mut wire).await
+            }
+            UpstreamStream::Tls(s) => {
+                let (tcp, tls) = s.get_mut();
+                let mut rest = bytes;
+                // rustls takes what fits under its buffer limit each time round.
+                while !rest.is_empty() || tls.wants_write() {
+                    let n = std::io::Write::write(&mut tls.writer(), rest)?;
+                    if n == 0 && !rest.is_empty() && !tls.wants_write() {
+                        // Nothing taken and nothing to send (the session is closing).
+                        return Err(io::ErrorKind::WriteZero.into());
+                    }
+                    rest = &rest[n..];
+                    wire.clear();
+                    while tls.wants_write() {
+                        tls.write_tls(&mut *wire)?;
+                    }
+                    send_all_batched(tcp, &mut wire).await?;
                 }
                 Ok(())
             }
-            UpstreamStream::Tls(s) => s.write_all(bytes).await,
         }
     }
+}
+
+/// Sends all of `wire` with one batched SEND, which owns the bytes until the kernel is done
+/// with them. A short count (only on error or a closed peer) falls back to ordinary writes.
+async fn send_all_batched(stream: &mut TcpStream, wire: &mut Wire) -> io::Result<()> {
+    use futures_lite::AsyncWriteExt;
+    if wire.is_empty() {
+        return Ok(());
+    }
+    let (result, owned) = stream.send_batched(std::mem::take(&mut **wire)).await;
+    **wire = owned;
+    let sent = result?;
+    if sent < wire.len() {
+        stream.write_all(&wire[sent..]).await?;
+    }
+    Ok(())
 }
 
 impl AsyncRead for UpstreamStream {
