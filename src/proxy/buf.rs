@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use futures_lite::AsyncRead;
+
 /// Released buffers a thread keeps for reuse (a shard is a thread): allocating and zeroing
 /// a 60 KiB head buffer per keep-alive request cost about 9 µs a request in the bench.
 const POOL_MAX: usize = 256;
