@@ -1,6 +1,6 @@
-//! The access-log writer thread: records from several shards' queues reach the file, a
-//! full queue drops and counts instead of blocking, and a reopen after a rename (what
-//! logrotate does before SIGUSR1) moves writing to the new file.
+//! The access log's shard-side batches and writer thread: lines from several shards reach
+//! the file, a full queue drops and counts instead of blocking, and a reopen after a
+//! rename (what logrotate does before SIGUSR1) moves writing to the new file.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use egressd::obs::access_log::AccessRecord;
 use egressd::obs::log_format::{compile_format, LogFormat};
-use egressd::obs::log_writer::{spawn_writer, spawn_writer_on, AccessLogQueues};
+use egressd::obs::log_writer::{spawn_writer, spawn_writer_at, AccessLogQueues};
 
 /// A record whose remote port says which shard sent it and whose byte count numbers it.
 fn record(shard: u16, n: u64) -> AccessRecord {
@@ -42,14 +42,15 @@ fn records_from_every_shard_reach_the_file_in_the_configured_format() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("access.log");
     let (writer, senders) =
-        spawn_writer(path.to_str().unwrap(), LogFormat::istio(), 3, 4096).unwrap();
+        spawn_writer(path.to_str().unwrap(), LogFormat::istio(), 3, 16).unwrap();
+    // Each shard's last, partial batch goes to the writer when its sender is dropped.
     let threads: Vec<_> = senders
         .into_iter()
         .enumerate()
         .map(|(shard, sender)| {
             std::thread::spawn(move || {
                 for n in 0..200 {
-                    assert!(sender.send(record(shard as u16, n)));
+                    sender.send(&record(shard as u16, n));
                 }
                 sender.dropped()
             })
@@ -76,23 +77,36 @@ fn records_from_every_shard_reach_the_file_in_the_configured_format() {
 fn a_full_queue_drops_and_counts_instead_of_blocking() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("access.log");
-    // The writer is not running yet, so nothing empties the queues.
-    let (queues, senders) = AccessLogQueues::new(2, 4);
-    for n in 0..10 {
-        let accepted = senders[0].send(record(0, n));
-        assert_eq!(accepted, n < 4, "record {n}");
+    // The writer is not running yet, so nothing empties the queues (one batch each).
+    let (queues, senders) = AccessLogQueues::new(2, 1, &marker_format());
+    // Far more than one 64 KiB batch of ~22-byte lines.
+    const SENT: u64 = 10_000;
+    for n in 0..SENT {
+        senders[0].send(&record(0, n));
     }
-    assert!(senders[1].send(record(1, 99)));
-    assert_eq!(senders[0].dropped(), 6);
+    senders[0].flush();
+    senders[1].send(&record(1, 99));
+    senders[1].flush();
+    let dropped = senders[0].dropped();
+    assert!(dropped > 0, "a full queue drops");
     assert_eq!(senders[1].dropped(), 0);
-    let writer = spawn_writer_on(queues, path.to_str().unwrap(), marker_format()).unwrap();
+    let writer = spawn_writer_at(queues, path.to_str().unwrap()).unwrap();
     writer.shutdown();
-    assert_eq!(
-        read(&path),
-        "127.0.0.2:40000 0\n127.0.0.2:40000 1\n127.0.0.2:40000 2\n127.0.0.2:40000 3\n127.0.0.2:40001 99\n"
-    );
-    // After shutdown a send cannot block either: it is dropped and counted.
-    assert!(!senders[1].send(record(1, 100)));
+    let text = read(&path);
+    // What was queued is written whole and in order; the rest was counted, not lost
+    // silently.
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("127.0.0.2:40000 "))
+        .collect();
+    assert_eq!(kept.len() as u64 + dropped, SENT);
+    for (n, line) in kept.iter().enumerate() {
+        assert_eq!(*line, format!("127.0.0.2:40000 {n}"));
+    }
+    assert!(text.contains("127.0.0.2:40001 99\n"));
+    // After shutdown a hand-over cannot block either: its lines are dropped and counted.
+    senders[1].send(&record(1, 100));
+    senders[1].flush();
     assert_eq!(senders[1].dropped(), 1);
 }
 
@@ -101,8 +115,9 @@ fn reopen_after_rename_writes_to_a_new_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("access.log");
     let rotated = dir.path().join("access.log.1");
-    let (writer, senders) = spawn_writer(path.to_str().unwrap(), marker_format(), 1, 64).unwrap();
-    assert!(senders[0].send(record(0, 1)));
+    let (writer, senders) = spawn_writer(path.to_str().unwrap(), marker_format(), 1, 4).unwrap();
+    senders[0].send(&record(0, 1));
+    senders[0].flush();
     wait_for("the first line", || read(&path).lines().count() == 1);
 
     std::fs::rename(&path, &rotated).unwrap();
@@ -113,7 +128,8 @@ fn reopen_after_rename_writes_to_a_new_file() {
     wait_for("the reopen", || {
         counters.reopens.load(Ordering::Acquire) > before
     });
-    assert!(senders[0].send(record(0, 2)));
+    senders[0].send(&record(0, 2));
+    senders[0].flush();
     wait_for("the line in the new file", || {
         read(&path).lines().count() == 1
     });

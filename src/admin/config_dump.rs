@@ -39,7 +39,7 @@ pub fn config_dump(control: &Control) -> Response {
         },
         "listeners": snapshot.listeners.iter().map(|l| listener(l, &snapshot)).collect::<Vec<_>>(),
         "clusters": snapshot.clusters.iter().map(|c| json!({
-            "name": c.name,
+            "name": &*c.name,
             "host": c.host,
             "port": c.port,
             "resolution": format!("{:?}", c.resolution),
@@ -88,7 +88,7 @@ fn route(r: &HttpRoute, snapshot: &Snapshot) -> Value {
             "headers": m.headers.iter().map(|(k, v)| json!({k.clone(): str_match(v)})).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "destinations": r.destinations.iter().map(|d| json!({
-            "cluster": snapshot.clusters[d.cluster].name, "weight": d.weight,
+            "cluster": &*snapshot.clusters[d.cluster].name, "weight": d.weight,
         })).collect::<Vec<_>>(),
         "timeout": r.timeout.map(ms),
         "retries": {"attempts": r.retry.attempts, "perTryTimeout": r.retry.per_try_timeout.map(ms),

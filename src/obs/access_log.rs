@@ -9,6 +9,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::ops::{BitOr, BitOrAssign};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// `%PROTOCOL%` values. TCP/TLS connections print `-`, as Envoy does.
@@ -54,7 +55,7 @@ pub struct AccessRecord {
     /// `%UPSTREAM_HOST%`: the endpoint connected to.
     pub upstream_host: Option<SocketAddr>,
     /// `%UPSTREAM_CLUSTER%`, e.g. `outbound|443||edition.cnn.com` or `BlackHoleCluster`.
-    pub upstream_cluster: Option<String>,
+    pub upstream_cluster: Option<Arc<str>>,
     /// `%UPSTREAM_LOCAL_ADDRESS%`: our side of the upstream connection.
     pub upstream_local_address: Option<SocketAddr>,
     /// `%DOWNSTREAM_LOCAL_ADDRESS%`: the bound address (8080 with a portMap).
@@ -64,7 +65,7 @@ pub struct AccessRecord {
     /// `%REQUESTED_SERVER_NAME%`: the SNI, when there was one.
     pub requested_server_name: Option<String>,
     /// `%ROUTE_NAME%`: the VirtualService http route's `name`.
-    pub route_name: Option<String>,
+    pub route_name: Option<Arc<str>>,
     /// `%DOWNSTREAM_PEER_URI_SAN%`: the client certificate's URI SAN (SPIFFE id) under mTLS.
     pub downstream_peer_uri_san: Option<String>,
     /// `%DOWNSTREAM_PEER_SUBJECT%`: the client certificate's subject under mTLS.

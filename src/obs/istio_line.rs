@@ -89,9 +89,9 @@ fn millis(d: Duration) -> u64 {
     d.as_millis() as u64
 }
 
-fn opt(out: &mut Vec<u8>, v: &Option<String>) {
+fn opt<S: AsRef<str>>(out: &mut Vec<u8>, v: &Option<S>) {
     match v {
-        Some(s) => out.extend_from_slice(s.as_bytes()),
+        Some(s) => out.extend_from_slice(s.as_ref().as_bytes()),
         None => out.push(b'-'),
     }
 }
@@ -238,10 +238,10 @@ mod tests {
                 r.upstream_service_time = b.3.map(Duration::from_nanos);
                 (r.x_forwarded_for, r.user_agent, r.request_id, r.authority) = b.4;
                 r.upstream_host = c.0;
-                r.upstream_cluster = c.1;
+                r.upstream_cluster = c.1.map(Into::into);
                 r.upstream_local_address = c.2;
                 r.requested_server_name = c.5;
-                r.route_name = c.6;
+                r.route_name = c.6.map(Into::into);
                 r
             })
     }

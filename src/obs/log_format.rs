@@ -186,8 +186,8 @@ fn header(rec: &AccessRecord, h: ReqHeader) -> Option<&str> {
     }
 }
 
-fn opt_str(v: &Option<String>) -> Val<'_> {
-    v.as_deref().map_or(Val::Null, Val::Str)
+fn opt_str<S: AsRef<str>>(v: &Option<S>) -> Val<'_> {
+    v.as_ref().map_or(Val::Null, |s| Val::Str(s.as_ref()))
 }
 
 fn eval(op: Op, rec: &AccessRecord) -> Val<'_> {

@@ -8,7 +8,7 @@
 //! ```text
 //! let format = LogFormat::from_config(&cfg.access_log.format)?;          // FormatError -> exit 1
 //! // "" = no access log: no writer (None) and senders that discard.
-//! let (writer, senders) = start_access_log(&cfg.access_log.path, format, shards, 16384)?;
+//! let (writer, senders) = start_access_log(&cfg.access_log.path, format, shards, 16)?;
 //! if let Some(w) = &writer { signal_hook::flag::register(SIGUSR1, w.reopen_flag())?; }
 //! let hub = StatsHub::new(shards);
 //! hub.add_global_counter(STAT_WRITTEN, { let c = writer.counters(); move || c.written.load(Relaxed) });

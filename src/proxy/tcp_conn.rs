@@ -66,7 +66,7 @@ async fn until_route_removed(
                 route
                     .destinations
                     .iter()
-                    .any(|d| current.clusters[d.cluster].name == cluster)
+                    .any(|d| *current.clusters[d.cluster].name == *cluster)
             });
         if !kept {
             glommio::timer::sleep(current.config.gateway.timeouts.drain).await;
@@ -168,7 +168,7 @@ pub async fn serve(shard: Rc<Shard>, mut downstream: TcpStream, down: L4Downstre
     if !state.may_connect(cluster, &shard) {
         rec.response_flags |= ResponseFlags::UPSTREAM_OVERFLOW;
         rec.duration = started.elapsed();
-        shard.log_http(rec);
+        shard.log_http(&rec);
         return;
     }
     // The peeked hello goes out with the connect (see `connect_sending`); the relay has
@@ -178,7 +178,7 @@ pub async fn serve(shard: Rc<Shard>, mut downstream: TcpStream, down: L4Downstre
         Err(flags) => {
             rec.response_flags |= flags;
             rec.duration = started.elapsed();
-            shard.log_http(rec);
+            shard.log_http(&rec);
             return;
         }
     };
@@ -210,7 +210,7 @@ pub async fn serve(shard: Rc<Shard>, mut downstream: TcpStream, down: L4Downstre
         rec.response_flags |= ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION;
         rec.upstream_transport_failure_reason = Some("route removed by reload".to_string());
         rec.duration = started.elapsed();
-        shard.log_http(rec);
+        shard.log_http(&rec);
         return;
     };
     let bytes_from_downstream = outcome.bytes_from_downstream + hello.len() as u64;
@@ -244,7 +244,7 @@ pub async fn serve(shard: Rc<Shard>, mut downstream: TcpStream, down: L4Downstre
         }
     }
     rec.duration = started.elapsed();
-    shard.log_http(rec);
+    shard.log_http(&rec);
 }
 
 /// Reads the ClientHello and counts what it said. `Ok(None)`: TLS without a usable name,
@@ -332,9 +332,9 @@ fn refuse(
         }
     };
     tracing::debug!(peer = %down.peer, sni = ?rec.requested_server_name, reason, "connection denied");
-    rec.upstream_cluster = Some(BLACKHOLE_CLUSTER.to_string());
+    rec.upstream_cluster = Some(BLACKHOLE_CLUSTER.into());
     rec.duration = started.elapsed();
-    shard.log_http(rec);
+    shard.log_http(&rec);
 }
 
 /// Connects to an endpoint of `cluster` and sends it `first` (the peeked hello, maybe

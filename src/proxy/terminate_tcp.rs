@@ -30,7 +30,7 @@ const COPY_BUF: usize = 16 * 1024;
 
 /// Where a terminated TLS connection goes.
 struct TcpTarget {
-    cluster: String,
+    cluster: Arc<str>,
     addr: Option<SocketAddr>,
 }
 
@@ -54,7 +54,7 @@ pub async fn forward(
             .listener(listener.bind)
             .deny(ListenerDeny::NoRoute);
         shard.count_blackhole(0);
-        rec.upstream_cluster = Some(BLACKHOLE_CLUSTER.to_string());
+        rec.upstream_cluster = Some(BLACKHOLE_CLUSTER.into());
         rec.response_flags.insert(ResponseFlags::NO_ROUTE_FOUND);
         finish(shard, rec, started);
         let _ = down.close().await;
@@ -107,7 +107,7 @@ pub async fn forward(
 
 fn finish(shard: &Shard, mut rec: AccessRecord, started: Instant) {
     rec.duration = started.elapsed();
-    shard.log_http(rec);
+    shard.log_http(&rec);
 }
 
 /// Copies until EOF, then half-closes the destination (a TLS destination sends its

@@ -237,7 +237,7 @@ impl ClusterSet<'_> {
         });
         let port = se_port.map(|p| p.number).or(dest.port).unwrap_or(80);
         let name = cluster_name(port, dest.subset.as_deref(), &dest.host);
-        if let Some(id) = self.list.iter().position(|c| c.name == name) {
+        if let Some(id) = self.list.iter().position(|c| *c.name == *name) {
             return id;
         }
         let policy = policy::for_destination(self.config, &dest.host, port, dest.subset.as_deref());
@@ -262,7 +262,7 @@ impl ClusterSet<'_> {
             http2,
         } = policy;
         self.list.push(Arc::new(Cluster {
-            name,
+            name: name.into(),
             host: dest.host.clone(),
             port,
             resolution,

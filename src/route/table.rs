@@ -32,7 +32,7 @@ impl Snapshot {
     }
 
     pub fn cluster_by_name(&self, name: &str) -> Option<&Arc<Cluster>> {
-        self.clusters.iter().find(|c| c.name == name)
+        self.clusters.iter().find(|c| *c.name == *name)
     }
 }
 

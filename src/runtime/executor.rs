@@ -140,6 +140,9 @@ async fn run_shard(
                 tracing::error!(shard = id, %addr, error = %e, "cannot bind a listener added by reload");
             }
         }
+        // Lines of a quiet shard reach the writer within a tick; busy shards hand over
+        // full batches as they go.
+        shard.log_sender().flush();
         if last_sweep.elapsed() >= Duration::from_secs(1) {
             shard.tick();
             last_sweep = Instant::now();
@@ -159,6 +162,8 @@ async fn run_shard(
         glommio::timer::sleep(Duration::from_millis(20)).await;
     }
     publisher.cancel();
+    // The writer stops after the shards: hand it the last lines now.
+    shard.log_sender().flush();
     if let Some(b) = beats {
         b.cancel();
     }

@@ -175,8 +175,9 @@ pub fn run(args: RunArgs) -> u8 {
     code
 }
 
-/// Records per shard queue between the shards and the access-log writer.
-const LOG_QUEUE: usize = 4096;
+/// Batches (64 KiB of rendered lines each) per shard queue between the shards and the
+/// access-log writer: 1 MiB, about 0.2 s of one shard's lines at 20 MB/s.
+const LOG_QUEUE: usize = 16;
 
 fn register_writer_stats(control: &Control, writer: &AccessLogWriter) {
     let c = writer.counters();

@@ -176,7 +176,7 @@ impl Shard {
 
     /// The shard-local state of `cluster`, kept across reloads by cluster name.
     pub fn cluster_state(&self, cluster: &Cluster) -> Rc<ClusterLocal> {
-        if let Some(state) = self.clusters.borrow().get(&cluster.name) {
+        if let Some(state) = self.clusters.borrow().get(&*cluster.name) {
             return state.clone();
         }
         let state = Rc::new(ClusterLocal {
@@ -185,12 +185,13 @@ impl Shard {
         });
         self.clusters
             .borrow_mut()
-            .insert(cluster.name.clone(), state.clone());
+            .insert(cluster.name.to_string(), state.clone());
         state
     }
 
-    /// Queues an access-log record; never blocks (a full queue counts a drop).
-    pub fn log_http(&self, rec: AccessRecord) {
+    /// Renders an access-log line into the shard's batch; never blocks (a batch the full
+    /// queue cannot take is dropped and its lines counted).
+    pub fn log_http(&self, rec: &AccessRecord) {
         self.log.send(rec);
     }
 
@@ -234,7 +235,7 @@ impl Shard {
             let outlier = snapshot
                 .clusters
                 .iter()
-                .find(|c| &c.name == name)
+                .find(|c| *c.name == **name)
                 .and_then(|c| c.outlier);
             state.balancer.sweep(outlier, &state.stats);
         }

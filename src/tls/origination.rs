@@ -70,7 +70,7 @@ pub fn for_cluster(
         return Ok(None);
     };
     let hit = CACHE.with(|c| {
-        c.borrow().get(&cluster.name).and_then(|slot| {
+        c.borrow().get(&*cluster.name).and_then(|slot| {
             (same_policy(&slot.policy, policy)
                 && slot.http2 == cluster.http2
                 && slot.entry.is_current(&slot.source))
@@ -103,7 +103,7 @@ pub fn for_cluster(
     });
     CACHE.with(|c| {
         c.borrow_mut().insert(
-            cluster.name.clone(),
+            cluster.name.to_string(),
             Slot {
                 policy: policy.clone(),
                 http2: cluster.http2,

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::model::{ClientTls, LoadBalancer, OutlierDetection, Resolution};
@@ -13,8 +14,9 @@ pub type ClusterId = usize;
 
 #[derive(Debug)]
 pub struct Cluster {
-    /// Envoy's name, e.g. `outbound|80||edition.cnn.com`: stats and logs use it verbatim.
-    pub name: String,
+    /// Envoy's name, e.g. `outbound|80||edition.cnn.com`: stats and logs use it verbatim
+    /// (shared: every access-log record of the cluster holds it).
+    pub name: Arc<str>,
     /// The destination host the routes name.
     pub host: String,
     /// The ServiceEntry port number (the one in the cluster name).

@@ -111,7 +111,7 @@ async fn exchange(
     stats.downstream_rq_total.inc();
     stats.http2.downstream_rq_http2_total.inc();
     stats.record_response(rec.response_code);
-    shard.log_http(rec);
+    shard.log_http(&rec);
 }
 
 /// The HTTP/1.1 head equivalent to an HTTP/2 request: `:authority` becomes Host (a Host

@@ -141,7 +141,8 @@ pub async fn serve<D: AsyncRead + AsyncWrite + Unpin>(
         log::finish(&mut rec, started);
         info.http_stats.downstream_rq_total.inc();
         info.http_stats.record_response(rec.response_code);
-        shard.log_http(rec);
+        shard.log_http(&rec);
+        log::give_back(rec, &mut head);
         if close {
             return;
         }
@@ -232,7 +233,7 @@ pub(crate) async fn route_and_forward<D: AsyncRead + AsyncWrite + Unpin>(
         }
         deny!(ProxyError::NoRoute)
     };
-    rec.route_name = route.name.as_deref().map(str::to_string);
+    rec.route_name = route.name.clone();
     let cluster = &snapshot.clusters[route.pick(shard.random())];
     rec.upstream_cluster = Some(cluster.name.clone());
     if head.method == "CONNECT" {

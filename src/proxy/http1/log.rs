@@ -44,6 +44,20 @@ pub fn take_request(rec: &mut AccessRecord, head: &mut RequestHead) {
     }
 }
 
+/// Gives the strings `take_request` moved into the record back to the head once the line
+/// is logged: the connection's next request is parsed into their capacity.
+pub fn give_back(rec: AccessRecord, head: &mut RequestHead) {
+    let AccessRecord {
+        method,
+        path,
+        authority,
+        ..
+    } = rec;
+    head.method = method.unwrap_or_default();
+    head.path = path.unwrap_or_default();
+    head.authority = authority.unwrap_or_default();
+}
+
 pub fn set_outcome(rec: &mut AccessRecord, outcome: &UpstreamOutcome) {
     rec.response_code = outcome.status;
     rec.upstream_host = outcome.upstream_host;
@@ -67,7 +81,7 @@ pub fn fail(rec: &mut AccessRecord, e: &ProxyError) {
         rec.response_flags.insert(flag);
     }
     if matches!(e, ProxyError::NoRoute) {
-        rec.upstream_cluster = Some(BLACKHOLE_CLUSTER.to_string());
+        rec.upstream_cluster = Some(BLACKHOLE_CLUSTER.into());
     }
     if e.fault() == crate::error::Fault::Upstream {
         rec.upstream_transport_failure_reason = Some(e.to_string());

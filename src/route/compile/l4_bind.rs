@@ -118,7 +118,7 @@ mod tests {
         assert!(listener.l4.tcp.is_empty());
         let route = listener.l4.route(Some("edition.cnn.com")).expect("routed");
         let cluster = &snapshot.clusters[route.pick(7)];
-        assert_eq!(cluster.name, "outbound|443||edition.cnn.com");
+        assert_eq!(&*cluster.name, "outbound|443||edition.cnn.com");
         assert!(listener.l4.route(Some("www.cnn.com")).is_none());
         assert!(listener.l4.route(None).is_none());
     }
@@ -165,7 +165,7 @@ spec:
             "the 5433 match is for another port"
         );
         let cluster = &snapshot.clusters[listener.l4.route(None).unwrap().pick(0)];
-        assert_eq!(cluster.name, "outbound|5432||db.internal");
+        assert_eq!(&*cluster.name, "outbound|5432||db.internal");
         assert_eq!(cluster.endpoints[0].addr.to_string(), "127.0.0.1:5432");
     }
 
@@ -220,7 +220,7 @@ spec:
             .terminated_route(1)
             .expect("the mTLS server's route");
         assert_eq!(
-            snapshot.clusters[route.pick(0)].name,
+            &*snapshot.clusters[route.pick(0)].name,
             "outbound|443||api.example.com"
         );
         assert_eq!(
