@@ -51,7 +51,7 @@ pub struct Shard {
     rng: Cell<u64>,
     draining: Cell<bool>,
     retired: RefCell<Vec<RetiredListener>>,
-    clusters: RefCell<HashMap<String, Rc<ClusterLocal>>>,
+    clusters: RefCell<HashMap<String, Rc<ClusterLocal>, foldhash::fast::RandomState>>,
     pub stats: Rc<ShardStats>,
     log: Rc<AccessLogSender>,
     /// Pipes for the passthrough relays of this shard's connections.
@@ -76,7 +76,7 @@ impl Shard {
             rng: Cell::new(seed(id)),
             draining: Cell::new(false),
             retired: RefCell::new(Vec::new()),
-            clusters: RefCell::new(HashMap::new()),
+            clusters: RefCell::new(HashMap::default()),
             stats: Rc::new(ShardStats::new()),
             log: Rc::new(log),
             pipes: PipePool::new(IDLE_PIPES, Some(SPLICE_PIPE_BYTES)),

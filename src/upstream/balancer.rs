@@ -32,7 +32,7 @@ struct EndpointState {
 #[derive(Default)]
 pub struct Balancer {
     rr: Cell<usize>,
-    endpoints: RefCell<HashMap<SocketAddr, EndpointState>>,
+    endpoints: RefCell<HashMap<SocketAddr, EndpointState, foldhash::fast::RandomState>>,
     scratch: RefCell<Vec<usize>>,
 }
 

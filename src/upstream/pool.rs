@@ -51,14 +51,14 @@ struct Idle {
 }
 
 pub struct Pool {
-    idle: RefCell<HashMap<PoolKey, Vec<Idle>>>,
+    idle: RefCell<HashMap<PoolKey, Vec<Idle>, foldhash::fast::RandomState>>,
     max_idle: usize,
 }
 
 impl Pool {
     pub fn new(max_idle: usize) -> Self {
         Pool {
-            idle: RefCell::new(HashMap::new()),
+            idle: RefCell::new(HashMap::default()),
             max_idle,
         }
     }
