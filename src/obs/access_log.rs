@@ -1,10 +1,9 @@
 //! The access-log record and Envoy's response flags.
 //!
-//! Owns: `AccessRecord`, the owned, `Send` value a shard fills in once per HTTP request or
-//! per TCP/TLS connection and hands to the log writer, and `ResponseFlags`, Envoy's short
-//! flags (`UH`, `NR`, ...) printed in Envoy's order.
-//! Must not: format (that is `log_format`) or do I/O (that is `log_writer`); the shard
-//! only fills fields, so the data path pays for no formatting.
+//! Owns: `AccessRecord`, the value a shard fills in once per HTTP request or per TCP/TLS
+//! connection and renders into its log batch (`log_writer::AccessLogSender::send`), and
+//! `ResponseFlags`, Envoy's short flags (`UH`, `NR`, ...) printed in Envoy's order.
+//! Must not: format (that is `log_format`) or do I/O (that is `log_writer`).
 
 use std::fmt;
 use std::net::SocketAddr;

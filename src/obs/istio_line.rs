@@ -7,10 +7,10 @@
 //! Must not: do I/O, or print anything the generic interpreter would not: the format
 //! string stays the one definition of the line; this is only its fast path.
 //!
-//! Why it exists: callgrind put the generic interpreter at ~7,500 instructions a line on
-//! the writer thread (operator dispatch, one copy per literal and per field, a UTF-8
-//! re-check per number, the calendar computed per line), about a sixth of egressd's
-//! instructions per request; the writer shares the CPUs with the shards.
+//! Why it exists: callgrind put the generic interpreter at ~7,500 instructions a line
+//! (operator dispatch, one copy per literal and per field, a UTF-8 re-check per number, the
+//! calendar computed per line), about a sixth of egressd's instructions per request; lines
+//! are rendered on the shards, in the request's time.
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -252,7 +252,7 @@ mod tests {
             recs in prop::collection::vec(record(), 1..4)
         ) {
             let pieces = format_parser::parse(ISTIO_FORMAT).unwrap();
-            // One cache across records, as on the writer thread.
+            // One cache across records, as in a shard's log batch.
             let (mut fast, mut slow) = (Vec::new(), Vec::new());
             let (mut clock, mut other_clock) = (StartTimeCache::default(), StartTimeCache::default());
             for r in &recs {

@@ -116,7 +116,7 @@ impl LogFormat {
             .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
     }
 
-    /// `render` into the writer's byte batch, with its start-time cache.
+    /// `render` into a byte batch (a shard's log batch), with its start-time cache.
     pub fn render_line(&self, rec: &AccessRecord, out: &mut Vec<u8>, clock: &mut StartTimeCache) {
         match &self.kind {
             Kind::Istio => istio_line::render(rec, out, clock),
