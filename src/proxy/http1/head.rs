@@ -111,7 +111,7 @@ pub fn parse_request(
     strict::check_method(req.method.unwrap_or_default())?;
     let minor = req.version.unwrap_or(1);
     // The strings keep their capacity from the connection's previous request (see
-    // `log::begin_record`): no allocation per keep-alive request.
+    // `log::give_back`): no allocation per keep-alive request.
     let mut method = std::mem::take(&mut head.method);
     let mut path = std::mem::take(&mut head.path);
     let mut authority = std::mem::take(&mut head.authority);
