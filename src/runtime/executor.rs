@@ -142,7 +142,7 @@ async fn run_shard(
         }
         // Lines of a quiet shard reach the writer within a tick; busy shards hand over
         // full batches as they go.
-        shard.log_sender().flush();
+        shard.flush_log();
         if last_sweep.elapsed() >= Duration::from_secs(1) {
             shard.tick();
             last_sweep = Instant::now();
@@ -163,7 +163,7 @@ async fn run_shard(
     }
     publisher.cancel();
     // The writer stops after the shards: hand it the last lines now.
-    shard.log_sender().flush();
+    shard.flush_log();
     if let Some(b) = beats {
         b.cancel();
     }

@@ -195,6 +195,11 @@ impl Shard {
         self.log.send(rec);
     }
 
+    /// Hands the lines rendered so far to the writer (the shard's tick, and its stop).
+    pub fn flush_log(&self) {
+        self.log.flush();
+    }
+
     /// The log sender, for the `access_log.dropped` counter source.
     pub fn log_sender(&self) -> Rc<AccessLogSender> {
         self.log.clone()

@@ -20,7 +20,7 @@ pub fn new_record(start_time: SystemTime, info: &DownstreamInfo) -> AccessRecord
 }
 
 /// Moves the request's fields into the record once the exchange is done with the head:
-/// no copies, since the next request is parsed into the head afresh. The exchange has
+/// no copies (`give_back` returns the strings once the line is rendered). The exchange has
 /// already set the `x-forwarded-for` and `x-request-id` it sent upstream; a request
 /// refused before that logs the client's.
 pub fn take_request(rec: &mut AccessRecord, head: &mut RequestHead) {
