@@ -156,7 +156,7 @@ fn start(
             std::fs::write(&path, conf).map_err(|e| BenchError::io("write nginx config", e))?;
             targets::start_nginx("nginx-proxy", &tools.nginx, &path, dir, port, cpu, stop)
         }
-        TargetKind::Direct => Err(BenchError::Usage(
+        TargetKind::Direct | TargetKind::Floor => Err(BenchError::Usage(
             "the idle scenario measures proxies".into(),
         )),
     }

@@ -128,12 +128,17 @@ fn find_tool(name: &str) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(name))
 }
 
-fn default_egressd() -> PathBuf {
-    let beside = std::env::current_exe()
+/// A binary of this crate, built beside `bench`.
+fn beside_bench(name: &str) -> PathBuf {
+    std::env::current_exe()
         .ok()
-        .and_then(|e| Some(e.parent()?.join("egressd")));
-    match beside {
-        Some(p) if p.is_file() => p,
+        .and_then(|e| Some(e.parent()?.join(name)))
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+fn default_egressd() -> PathBuf {
+    match beside_bench("egressd") {
+        p if p.is_file() => p,
         _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/egressd"),
     }
 }
@@ -267,6 +272,7 @@ fn run_workload(o: Opts, w: Workload) -> Result<(), BenchError> {
         ("egressd".to_string(), "run --shards 1 --cpus <target cpu>, access log ON (istio format, to a temp file), admin off".to_string()),
         ("haproxy".to_string(), "mode http, nbthread 1, http-reuse always, option forwardfor, keep-alive both sides, no logging".to_string()),
         ("nginx-proxy".to_string(), "one process (master_process off), upstream keepalive 64, proxy_http_version 1.1, X-Forwarded-For, no access log".to_string()),
+        ("floor".to_string(), "floor-relay <listen> <origin>: a bare TCP relay, an upstream connection per client connection (reference row)".to_string()),
     ]);
     let report = Report {
         date,
@@ -292,6 +298,7 @@ fn run_workload(o: Opts, w: Workload) -> Result<(), BenchError> {
             "Each proxy runs only during its own phases; origin and proxy share the target CPU, so peak req/s is bounded by both.".to_string(),
             "egressd writes an access log line per request and adds x-request-id and x-envoy-upstream-service-time; haproxy and nginx log nothing.".into(),
             "Open-loop requests still in flight when the window ends are not counted.".into(),
+            "floor is bench/src/bin/floor-relay.rs: a bare TCP relay (one epoll thread, an upstream connection per client connection, no parsing, routing, log or timeouts), the least any proxy pays the kernel here; it is a reference, not a peer.".into(),
         ]
         .into_iter()
         .chain(w.notes())
@@ -323,6 +330,7 @@ fn run_passthrough(o: Opts) -> Result<(), BenchError> {
         target_cpu: o.target_cpu,
         egressd: o.egressd.clone().unwrap_or_else(default_egressd),
         haproxy: find_tool("haproxy"),
+        floor_relay: beside_bench("floor-relay"),
     };
     let (date, started) = (launch.date, launch.started_utc);
     let (all, skipped) = pr::run(&plan, o.rounds.unwrap_or(rounds).max(1), &stop)?;
@@ -336,6 +344,7 @@ fn run_passthrough(o: Opts) -> Result<(), BenchError> {
             format!("connections: {} client threads, closed loop for {:?}: connect, ClientHello, origin answers 1 byte and closes", plan.conn_clients, plan.conn_duration),
             "egressd: run --shards 1 --cpus <target>, TLS server with PASSTHROUGH, tls route by sniHosts, access log on (istio format, temp file); EGRESSD_SPLICE=0 for copy".into(),
             "haproxy: nbthread 1, mode tcp, option splice-auto, inspect-delay 5s, accept on req.ssl_hello_type 1, use_backend on req.ssl_sni".into(),
+            "floor: bench/src/bin/floor-relay.rs, a bare TCP relay (one epoll thread, no SNI parse, routing, timeouts or log; bulk is a plain read/write copy): the least any relay pays the kernel here, a reference, not a peer".into(),
             "CPU: utime+stime of the proxy from /proc/PID/stat over the window (kernel ticks: coarse for short windows)".into(),
         ],
         medians: pr::medians(&all),
@@ -406,6 +415,7 @@ fn tools(o: &Opts) -> Tools {
         haproxy: find_tool("haproxy"),
         egressd: o.egressd.clone().unwrap_or_else(default_egressd),
         wrk: find_tool("wrk"),
+        floor_relay: beside_bench("floor-relay"),
     }
 }
 

@@ -65,14 +65,17 @@ pub enum Target {
     EgressdSplice,
     EgressdCopy,
     Haproxy,
+    /// `floor-relay`: the kernel's share of any relay, a reference row (see its source).
+    Floor,
 }
 
 impl Target {
-    pub const ALL: [Target; 4] = [
+    pub const ALL: [Target; 5] = [
         Target::Direct,
         Target::EgressdSplice,
         Target::EgressdCopy,
         Target::Haproxy,
+        Target::Floor,
     ];
 }
 
@@ -99,6 +102,7 @@ pub struct Plan {
     pub target_cpu: usize,
     pub egressd: PathBuf,
     pub haproxy: PathBuf,
+    pub floor_relay: PathBuf,
 }
 
 /// The sink/origin: bulk connections are read to EOF (bytes counted); short connections
@@ -230,6 +234,10 @@ fn start(
                 vec!["-db".into(), "-f".into(), conf.display().to_string()],
             )
         }
+        Target::Floor => (
+            plan.floor_relay.clone(),
+            vec![addr.to_string(), origin.to_string()],
+        ),
     };
     let name = format!("{target:?}").to_lowercase();
     let mut proc = Proc::spawn_pinned(&name, plan.target_cpu, &program, &args, dir)?;

@@ -22,6 +22,7 @@ fn color(name: &str, i: usize) -> &'static str {
         "egressd" => "#d62728",
         "haproxy" => "#1f77b4",
         "nginx" => "#2ca02c",
+        "floor" => "#bbbbbb",
         _ => ["#9467bd", "#8c564b", "#e377c2", "#17becf"][i % 4],
     }
 }

@@ -29,15 +29,18 @@ pub enum TargetKind {
     Egressd,
     Haproxy,
     Nginx,
+    /// `floor-relay`: a bare TCP relay, what the kernel charges any proxy (a reference row).
+    Floor,
 }
 
 impl TargetKind {
     /// Run order within a round.
-    pub const ALL: [TargetKind; 4] = [
+    pub const ALL: [TargetKind; 5] = [
         TargetKind::Direct,
         TargetKind::Egressd,
         TargetKind::Haproxy,
         TargetKind::Nginx,
+        TargetKind::Floor,
     ];
 
     pub fn name(self) -> &'static str {
@@ -46,6 +49,7 @@ impl TargetKind {
             TargetKind::Egressd => "egressd",
             TargetKind::Haproxy => "haproxy",
             TargetKind::Nginx => "nginx",
+            TargetKind::Floor => "floor",
         }
     }
 }
@@ -210,6 +214,21 @@ pub fn start_proxy(
             cpu,
             stop,
         ),
+        TargetKind::Floor => {
+            let mut proc = Proc::spawn_pinned(
+                "floor-relay",
+                cpu,
+                &tools.floor_relay,
+                &[loopback(port).to_string(), origin.to_string()],
+                dir.path(),
+            )?;
+            proc.wait_listening(loopback(port), READY_TIMEOUT, stop)?;
+            Ok(Running {
+                proc,
+                addr: loopback(port),
+                _dir: dir,
+            })
+        }
         TargetKind::Egressd => {
             let yaml = egressd_yaml(port, origin, &dir.path().join("access.log"));
             start_with_config(
@@ -275,6 +294,8 @@ pub struct Tools {
     pub haproxy: PathBuf,
     pub egressd: PathBuf,
     pub wrk: PathBuf,
+    /// This crate's `floor-relay`, built beside `bench`.
+    pub floor_relay: PathBuf,
 }
 
 /// First line of each tool's version output ("absent" when it does not run).
