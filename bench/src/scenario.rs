@@ -65,7 +65,11 @@ pub fn run_workload(
         .iter()
         .map(|k| TargetResult {
             name: k.name().into(),
-            skipped: (!opts.only.contains(k)).then(|| "not selected (--only)".to_string()),
+            skipped: if !opts.only.contains(k) {
+                Some("not selected (--only)".to_string())
+            } else {
+                w.skip_reason(*k).map(str::to_string)
+            },
             ..Default::default()
         })
         .collect();

@@ -74,6 +74,13 @@ impl Workload {
         self.kind == Kind::OneMib
     }
 
+    /// Why `kind` does not run this workload, if it does not.
+    pub fn skip_reason(&self, kind: TargetKind) -> Option<&'static str> {
+        (self.kind == Kind::NewConnection && kind == TargetKind::Floor).then_some(
+            "floor-relay opens an upstream connection per client connection, where the proxies reuse pooled ones: no floor for this workload",
+        )
+    }
+
     /// The origin nginx for this workload, pinned to `cpu`.
     pub fn start_origin(
         &self,
