@@ -11,6 +11,7 @@ pub mod http2_report;
 pub mod idle;
 pub mod launch;
 pub mod loadgen;
+pub mod log_sink;
 pub mod machine;
 pub mod markdown;
 pub mod mtls;

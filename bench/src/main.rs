@@ -43,6 +43,9 @@ enum Cmd {
     Origination(Opts),
     /// egressd's access log and stats on vs both off: req/s ratio and CPU per request.
     ObsCost(Opts),
+    /// Keep-alive GETs with every proxy writing an access line per request (the job an
+    /// egress gateway does): haproxy into a ring forwarded over TCP, nginx and egressd to files.
+    HttpLogged(Opts),
     /// New TCP connection per request (`Connection: close`), small GET: req/s, CPU per request.
     HttpNewconn(Opts),
     /// 1 MiB response bodies over keep-alive: Gbit/s and CPU per GB.
@@ -153,6 +156,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Http(o) => run(o),
+        Cmd::HttpLogged(o) => run_workload(o, Workload::keep_alive_logged()),
         Cmd::HttpNewconn(o) => run_workload(o, Workload::new_connection()),
         Cmd::Http1mib(o) => run_workload(o, Workload::one_mib()),
         Cmd::Reload(o) => run_reload(o),
@@ -174,8 +178,9 @@ fn main() -> ExitCode {
 }
 
 /// The scenarios `all` runs, in order (each one's subcommand name).
-const ALL_SCENARIOS: [&str; 10] = [
+const ALL_SCENARIOS: [&str; 11] = [
     "http",
+    "http-logged",
     "http-newconn",
     "http-1mib",
     "passthrough",
@@ -265,13 +270,14 @@ fn run_workload(o: Opts, w: Workload) -> Result<(), BenchError> {
     let (date, started) = (launch.date, launch.started_utc);
     let outcome = scenario::run_workload(&opts, &w, &stop)?;
 
+    let logged = w.kind == bench::workload::Kind::KeepAliveLogged;
     let mut versions = targets::tool_versions(&tools);
     versions.insert("egressd_path".into(), tools.egressd.display().to_string());
     let proxies = BTreeMap::from([
         ("origin".to_string(), w.origin_description()),
         ("egressd".to_string(), "run --shards 1 --cpus <target cpu>, access log ON (istio format, to a temp file), admin off".to_string()),
-        ("haproxy".to_string(), "mode http, nbthread 1, http-reuse always, option forwardfor, keep-alive both sides, no logging".to_string()),
-        ("nginx-proxy".to_string(), "one process (master_process off), upstream keepalive 64, proxy_http_version 1.1, X-Forwarded-For, no access log".to_string()),
+        ("haproxy".to_string(), format!("mode http, nbthread 1, http-reuse always, option forwardfor, keep-alive both sides, {}", if logged { "option httplog into a ring forwarded over TCP to a sink" } else { "no logging" })),
+        ("nginx-proxy".to_string(), format!("one process (master_process off), upstream keepalive 64, proxy_http_version 1.1, X-Forwarded-For, {}", if logged { "access_log combined buffer=64k flush=100ms to a file" } else { "no access log" })),
         ("floor".to_string(), "floor-relay <listen> <origin>: a bare TCP relay, an upstream connection per client connection (reference row)".to_string()),
     ]);
     let report = Report {
@@ -296,7 +302,11 @@ fn run_workload(o: Opts, w: Workload) -> Result<(), BenchError> {
         scenarios: vec![outcome.scenario],
         notes: [
             "Each proxy runs only during its own phases; origin and proxy share the target CPU, so peak req/s is bounded by both.".to_string(),
-            "egressd writes an access log line per request and adds x-request-id and x-envoy-upstream-service-time; haproxy and nginx log nothing.".into(),
+            if logged {
+                "egressd adds x-request-id and x-envoy-upstream-service-time; haproxy and nginx add neither.".to_string()
+            } else {
+                "egressd writes an access log line per request and adds x-request-id and x-envoy-upstream-service-time; haproxy and nginx log nothing.".to_string()
+            },
             "Open-loop requests still in flight when the window ends are not counted.".into(),
             "floor is bench/src/bin/floor-relay.rs: a bare TCP relay (one epoll thread, an upstream connection per client connection, no parsing, routing, log or timeouts), the least any proxy pays the kernel here; it is a reference, not a peer.".into(),
         ]

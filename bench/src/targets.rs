@@ -120,6 +120,29 @@ pub fn haproxy_cfg(port: u16, origin: SocketAddr) -> String {
     )
 }
 
+/// [`haproxy_cfg`] with an access line per request (`option httplog`), written into a
+/// memory ring that haproxy forwards over TCP to `sink` in batches: its cheapest way to log
+/// every request (it has no buffered log file).
+pub fn haproxy_logged_cfg(port: u16, origin: SocketAddr, sink: SocketAddr) -> String {
+    haproxy_cfg(port, origin).replace(
+        "\ndefaults\n  mode http\n",
+        &format!(
+            "\nring access\n  format rfc5424\n  maxlen 1024\n  size 1048576\n  timeout connect 5s\n  timeout server 300s\n  server sink {sink}\n\n\
+             defaults\n  mode http\n  log ring@access local0\n  option httplog\n"
+        ),
+    )
+}
+
+/// [`nginx_proxy_conf`] with the bench host's requests logged to `dir/access.log` in the
+/// combined format, buffered as egressd's log is (64 KiB, flushed every 100 ms).
+pub fn nginx_logged_proxy_conf(dir: &Path, port: u16, origin: SocketAddr) -> String {
+    let log = format!(
+        "server_name {HOST};\n    access_log {}/access.log combined buffer=64k flush=100ms;",
+        dir.display()
+    );
+    nginx_proxy_conf(dir, port, origin).replace(&format!("server_name {HOST};"), &log)
+}
+
 /// The configuration contract's bootstrap document plus the Istio resources that route
 /// `bench.local:80` to the origin. The access log stays on (to a file): that is its real cost.
 pub fn egressd_yaml(port: u16, origin: SocketAddr, access_log: &Path) -> String {
@@ -348,6 +371,12 @@ mod tests {
         let n = nginx_proxy_conf(Path::new("/tmp/x"), 8000, origin);
         assert!(n.contains("server_name bench.local;") && n.contains("return 502;"));
         assert!(n.contains("keepalive 64;") && n.contains("server 127.0.0.1:9000;"));
+        let h = haproxy_logged_cfg(8000, origin, loopback(9999));
+        assert!(h.contains("log ring@access local0") && h.contains("server sink 127.0.0.1:9999"));
+        assert!(h.contains("option httplog") && h.contains("server o1 127.0.0.1:9000"));
+        let n = nginx_logged_proxy_conf(Path::new("/tmp/x"), 8000, origin);
+        assert!(n.contains("access_log /tmp/x/access.log combined buffer=64k flush=100ms;"));
+        assert_eq!(n.matches("access_log /tmp").count(), 1);
         let e = egressd_yaml(8000, origin, Path::new("/tmp/x/access.log"));
         assert!(e.contains("portMap: {80: 8000}") && e.contains("ports: {http: 9000}"));
         assert_eq!(e.matches("\n---\n").count(), 3);
