@@ -128,16 +128,7 @@ fn start(
         TargetKind::Haproxy => {
             let cfg = targets::haproxy_cfg(port, origin)
                 .replace("maxconn 4096", &format!("maxconn {}", n + 200));
-            targets::start_with_config(
-                "haproxy",
-                &tools.haproxy,
-                vec!["-db".into(), "-f".into()],
-                ("haproxy.cfg", &cfg),
-                dir,
-                port,
-                cpu,
-                stop,
-            )
+            targets::start_haproxy(&cfg, tools, dir, port, cpu, stop)
         }
         TargetKind::Nginx => {
             let conf = targets::nginx_proxy_conf(dir.path(), port, origin)
@@ -152,9 +143,7 @@ fn start(
                         2 * n as u64 + FD_HEADROOM
                     ),
                 );
-            let path = dir.path().join("proxy.conf");
-            std::fs::write(&path, conf).map_err(|e| BenchError::io("write nginx config", e))?;
-            targets::start_nginx("nginx-proxy", &tools.nginx, &path, dir, port, cpu, stop)
+            targets::start_nginx_proxy(&conf, tools, dir, port, cpu, stop)
         }
         TargetKind::Direct | TargetKind::Floor => Err(BenchError::Usage(
             "the idle scenario measures proxies".into(),

@@ -223,20 +223,12 @@ pub fn start_proxy(
     match kind {
         TargetKind::Direct => Err(BenchError::Usage("direct has no proxy".into())),
         TargetKind::Nginx => {
-            let conf = dir.path().join("proxy.conf");
-            write(&conf, &nginx_proxy_conf(dir.path(), port, origin))?;
-            start_nginx("nginx-proxy", &tools.nginx, &conf, dir, port, cpu, stop)
+            let conf = nginx_proxy_conf(dir.path(), port, origin);
+            start_nginx_proxy(&conf, tools, dir, port, cpu, stop)
         }
-        TargetKind::Haproxy => start_with_config(
-            "haproxy",
-            &tools.haproxy,
-            vec!["-db".into(), "-f".into()],
-            ("haproxy.cfg", &haproxy_cfg(port, origin)),
-            dir,
-            port,
-            cpu,
-            stop,
-        ),
+        TargetKind::Haproxy => {
+            start_haproxy(&haproxy_cfg(port, origin), tools, dir, port, cpu, stop)
+        }
         TargetKind::Floor => {
             let mut proc = Proc::spawn_pinned(
                 "floor-relay",
@@ -266,6 +258,43 @@ pub fn start_proxy(
             )
         }
     }
+}
+
+/// nginx as the proxy under test with config text `conf`, written into `dir`, listening
+/// on `port`.
+pub fn start_nginx_proxy(
+    conf: &str,
+    tools: &Tools,
+    dir: tempfile::TempDir,
+    port: u16,
+    cpu: usize,
+    stop: &AtomicBool,
+) -> Result<Running, BenchError> {
+    let path = dir.path().join("proxy.conf");
+    write(&path, conf)?;
+    start_nginx("nginx-proxy", &tools.nginx, &path, dir, port, cpu, stop)
+}
+
+/// haproxy in the foreground with config text `cfg`, written into `dir`, listening on
+/// `port`.
+pub fn start_haproxy(
+    cfg: &str,
+    tools: &Tools,
+    dir: tempfile::TempDir,
+    port: u16,
+    cpu: usize,
+    stop: &AtomicBool,
+) -> Result<Running, BenchError> {
+    start_with_config(
+        "haproxy",
+        &tools.haproxy,
+        vec!["-db".into(), "-f".into()],
+        ("haproxy.cfg", cfg),
+        dir,
+        port,
+        cpu,
+        stop,
+    )
 }
 
 /// egressd's arguments up to its config path: one shard pinned to `cpu`, then `-c`.

@@ -123,7 +123,7 @@ impl Workload {
 
     /// The proxy `kind` in front of `origin`. For bulk bodies nginx gets buffers sized for
     /// them and no temp files, so it streams like haproxy and egressd instead of spilling
-    /// responses to disk.
+    /// responses to disk. In the logged workload haproxy and nginx log each request.
     pub fn start_proxy(
         &self,
         kind: TargetKind,
@@ -132,19 +132,28 @@ impl Workload {
         cpu: usize,
         stop: &AtomicBool,
     ) -> Result<Running, BenchError> {
-        if self.kind == Kind::KeepAliveLogged {
-            return start_logging_proxy(kind, tools, origin, cpu, stop);
-        }
-        if !(self.is_bulk() && kind == TargetKind::Nginx) {
+        let logged = self.kind == Kind::KeepAliveLogged;
+        let own_config = match kind {
+            TargetKind::Nginx => logged || self.is_bulk(),
+            TargetKind::Haproxy => logged,
+            // egressd logs in every workload; floor is the bare reference.
+            _ => false,
+        };
+        if !own_config {
             return targets::start_proxy(kind, tools, origin, cpu, stop);
         }
-        let dir = targets::tempdir("bench-nginx-bulk-")?;
+        let dir = targets::tempdir(&format!("bench-{}-{}-", kind.name(), self.tag))?;
         let port = targets::free_port()?;
-        let conf = dir.path().join("proxy.conf");
-        let text = bulk_nginx_proxy_conf(dir.path(), port, origin);
-        std::fs::write(&conf, text)
-            .map_err(|e| BenchError::io(format!("write {}", conf.display()), e))?;
-        targets::start_nginx("nginx-proxy", &tools.nginx, &conf, dir, port, cpu, stop)
+        if kind == TargetKind::Haproxy {
+            let cfg = targets::haproxy_logged_cfg(port, origin, crate::log_sink::address()?);
+            return targets::start_haproxy(&cfg, tools, dir, port, cpu, stop);
+        }
+        let conf = if logged {
+            targets::nginx_logged_proxy_conf(dir.path(), port, origin)
+        } else {
+            bulk_nginx_proxy_conf(dir.path(), port, origin)
+        };
+        targets::start_nginx_proxy(&conf, tools, dir, port, cpu, stop)
     }
 
     /// One line for the report's layout: how the origin answers.
@@ -178,45 +187,6 @@ impl Workload {
                 "nginx-proxy: proxy_buffer_size 64k, proxy_buffers 16 64k, proxy_busy_buffers_size 128k, proxy_max_temp_file_size 0 (streams, no temp files); haproxy: default tune.bufsize, no splice option.".into(),
             ],
         }
-    }
-}
-
-/// `kind` in front of `origin`, writing an access line per request.
-fn start_logging_proxy(
-    kind: TargetKind,
-    tools: &Tools,
-    origin: SocketAddr,
-    cpu: usize,
-    stop: &AtomicBool,
-) -> Result<Running, BenchError> {
-    if !matches!(kind, TargetKind::Haproxy | TargetKind::Nginx) {
-        // egressd logs in every workload; floor is the bare reference.
-        return targets::start_proxy(kind, tools, origin, cpu, stop);
-    }
-    let dir = targets::tempdir(&format!("bench-{}-logged-", kind.name()))?;
-    let port = targets::free_port()?;
-    match kind {
-        TargetKind::Haproxy => {
-            let cfg = targets::haproxy_logged_cfg(port, origin, crate::log_sink::address()?);
-            targets::start_with_config(
-                "haproxy",
-                &tools.haproxy,
-                vec!["-db".into(), "-f".into()],
-                ("haproxy.cfg", &cfg),
-                dir,
-                port,
-                cpu,
-                stop,
-            )
-        }
-        TargetKind::Nginx => {
-            let conf = dir.path().join("proxy.conf");
-            let text = targets::nginx_logged_proxy_conf(dir.path(), port, origin);
-            std::fs::write(&conf, text)
-                .map_err(|e| BenchError::io(format!("write {}", conf.display()), e))?;
-            targets::start_nginx("nginx-proxy", &tools.nginx, &conf, dir, port, cpu, stop)
-        }
-        _ => unreachable!("only haproxy and nginx get here"),
     }
 }
 
