@@ -13,9 +13,9 @@
 //! Why shards render (measured in the `bench http` core layout): queueing each record to
 //! the writer cost the shard a 400-byte copy, a channel operation and its strings'
 //! allocations, and the writer freed those strings on another thread (glibc arena locks);
-//! the log took 0.6–1.0 µs of a 9–10 µs request, now 0.2–0.4. Rendering on the shard costs the same formatting, but
-//! nothing crosses threads per record, and the writer no longer bounds the log rate of
-//! many shards. A line reaches the file within about 110 ms under any load.
+//! the log took 0.6–1.0 µs of a 9–10 µs request, now 0.2–0.4. Rendering on the shard
+//! costs the same formatting, but nothing crosses threads per record, and the writer no
+//! longer bounds the log rate of many shards. A line reaches the file within about 110 ms under any load.
 
 use std::cell::{Cell, RefCell};
 use std::fs::{File, OpenOptions};
@@ -84,11 +84,6 @@ impl AccessLogSender {
             log: None,
             dropped: Cell::new(0),
         }
-    }
-
-    /// Whether records sent here are written somewhere (false with `accessLog.path: ""`).
-    pub fn is_enabled(&self) -> bool {
-        self.log.is_some()
     }
 
     /// Renders `rec` into this shard's batch, handing the batch to the writer when it is
