@@ -3,6 +3,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use egressd::cli::{Cli, Command};
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {

@@ -232,9 +232,38 @@ pub fn hex(n: u64, digits: u32) -> Text {
     t
 }
 
+/// `hi`, `lo` (the UUID's first and last 64 bits) as a lowercase hyphenated UUID
+/// (8-4-4-4-12 hex digits), written into place: a request id is made for every request that
+/// arrives without one.
+pub fn uuid(hi: u64, lo: u64) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = *b"00000000-0000-0000-0000-000000000000";
+    // Where each of the 32 digits goes: the hyphens sit at 8, 13, 18 and 23.
+    let mut at = 0;
+    for half in [hi, lo] {
+        for shift in (0..16).rev() {
+            if matches!(at, 8 | 13 | 18 | 23) {
+                at += 1;
+            }
+            out[at] = HEX[((half >> (shift * 4)) & 0xf) as usize];
+            at += 1;
+        }
+    }
+    std::str::from_utf8(&out).unwrap_or_default().to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uuid_is_hyphenated_lowercase_hex() {
+        assert_eq!(
+            uuid(0x0123_4567_89ab_4def, 0x8123_4567_89ab_cdef),
+            "01234567-89ab-4def-8123-456789abcdef"
+        );
+        assert_eq!(uuid(0, u64::MAX), "00000000-0000-0000-ffff-ffffffffffff");
+    }
 
     #[test]
     fn matches_display() {

@@ -75,39 +75,59 @@ impl std::fmt::Display for HostPattern {
 /// `[v6]:port`), lower-cases, removes one trailing dot. Returns None for an empty or
 /// syntactically impossible host; the caller answers 400.
 pub fn normalize_host(authority: &str) -> Option<Cow<'_, str>> {
-    let host = if let Some(rest) = authority.strip_prefix('[') {
-        let end = rest.find(']')?;
-        let after = &rest[end + 1..];
-        if !(after.is_empty() || valid_port(after.strip_prefix(':')?)) {
-            return None;
-        }
-        &authority[..end + 2]
-    } else {
-        let h = match authority.rsplit_once(':') {
-            Some((h, port)) if valid_port(port) => h,
-            Some(_) => return None,
-            None => authority,
-        };
-        // Colons and brackets belong only inside an IP literal (`::0` is not a host).
-        if h.contains([':', '[', ']']) {
-            return None;
-        }
-        h
+    if authority.starts_with('[') {
+        return normalize_ip_literal(authority);
+    }
+    let host = match authority.rsplit_once(':') {
+        Some((h, port)) if valid_port(port) => h,
+        Some(_) => return None,
+        None => authority,
     };
     let host = host.strip_suffix('.').unwrap_or(host);
-    if host.is_empty() || !host.bytes().all(host_byte) {
-        return None;
+    // One pass, as every request's Host goes through here: the bytes allowed in a name
+    // (colons and brackets belong only inside an IP literal, so `::0` is not a host), no
+    // empty label (`.`, `a..b`, `.a` name nothing in DNS and could dodge exact rules), and
+    // whether a copy is needed to lower-case it.
+    let mut after_dot = true;
+    let mut upper = false;
+    for b in host.bytes() {
+        match b {
+            b'.' if after_dot => return None,
+            b'.' => after_dot = true,
+            b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' => after_dot = false,
+            b'A'..=b'Z' => (upper, after_dot) = (true, false),
+            _ => return None,
+        }
     }
-    // Empty labels (`.`, `a..b`, `.a`) name nothing in DNS and could dodge exact rules.
-    if !host.starts_with('[') && host.split('.').any(str::is_empty) {
+    // Still after a dot: the name is empty or ends in an empty label.
+    if after_dot {
         return None;
     }
     // Most clients send lowercase names: borrow those rather than copy them.
-    if host.bytes().any(|b| b.is_ascii_uppercase()) {
-        Some(Cow::Owned(host.to_ascii_lowercase()))
+    Some(if upper {
+        Cow::Owned(host.to_ascii_lowercase())
     } else {
-        Some(Cow::Borrowed(host))
+        Cow::Borrowed(host)
+    })
+}
+
+/// `[v6]` or `[v6]:port`, kept with its brackets.
+fn normalize_ip_literal(authority: &str) -> Option<Cow<'_, str>> {
+    let rest = &authority[1..];
+    let end = rest.find(']')?;
+    let after = &rest[end + 1..];
+    if !(after.is_empty() || valid_port(after.strip_prefix(':')?)) {
+        return None;
     }
+    let host = &authority[..end + 2];
+    if !host.bytes().all(host_byte) {
+        return None;
+    }
+    Some(if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    })
 }
 
 /// The port written in an authority, if any.

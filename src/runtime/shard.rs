@@ -15,6 +15,7 @@ use crate::obs::fast_fmt;
 use crate::obs::log_writer::AccessLogSender;
 use crate::obs::shard_stats::{ShardStats, BLACKHOLE_CLUSTER};
 use crate::obs::stats::ClusterStats;
+use crate::proxy::idle_waits::IdleWaits;
 use crate::proxy::pipe_pool::PipePool;
 use crate::route::table::Snapshot;
 use crate::runtime::reload_signal::ReloadSignal;
@@ -48,6 +49,8 @@ pub struct Shard {
     pub pool: Pool,
     /// Multiplexed connections to upstreams that asked for HTTP/2.
     pub h2_pool: H2Pool,
+    /// Keep-alive connections waiting for their client's next request, expired by the tick.
+    pub idle: IdleWaits,
     rng: Cell<u64>,
     draining: Cell<bool>,
     retired: RefCell<Vec<RetiredListener>>,
@@ -73,6 +76,7 @@ impl Shard {
             view,
             pool: Pool::new(max_idle),
             h2_pool: H2Pool::default(),
+            idle: IdleWaits::default(),
             rng: Cell::new(seed(id)),
             draining: Cell::new(false),
             retired: RefCell::new(Vec::new()),
@@ -160,18 +164,7 @@ impl Shard {
         let lo = ((self.random() as u64) << 32) | self.random() as u64;
         let hi = (hi & 0xffff_ffff_ffff_0fff) | 0x4000;
         let lo = (lo & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
-        let mut id = String::with_capacity(36);
-        for (value, digits) in [
-            (hi >> 32, 8),
-            ((hi >> 16) & 0xffff, 4),
-            (hi & 0xffff, 4),
-            (lo >> 48, 4),
-        ] {
-            id.push_str(fast_fmt::hex(value, digits).as_str());
-            id.push('-');
-        }
-        id.push_str(fast_fmt::hex(lo & 0xffff_ffff_ffff, 12).as_str());
-        id
+        fast_fmt::uuid(hi, lo)
     }
 
     /// The shard-local state of `cluster`, kept across reloads by cluster name.

@@ -41,6 +41,8 @@ pub struct RequestHead {
     pub expect_continue: bool,
     /// The client asked to close after this exchange (or is HTTP/1.0 without keep-alive).
     pub close: bool,
+    /// A `Connection` header names headers to drop beyond the hop-by-hop ones.
+    pub connection_names: bool,
     pub headers: Vec<HeaderSpan>,
 }
 
@@ -53,6 +55,8 @@ pub struct ResponseHead {
     pub framing: Framing,
     /// The upstream will close after this response.
     pub close: bool,
+    /// A `Connection` header names headers to drop beyond the hop-by-hop ones.
+    pub connection_names: bool,
     pub headers: Vec<HeaderSpan>,
 }
 
@@ -65,16 +69,16 @@ pub enum Parsed<T> {
 
 /// Headers a proxy never forwards (RFC 9110 §7.6.1, plus the legacy ones Envoy drops).
 pub fn is_hop_by_hop(name: &[u8]) -> bool {
-    const HOP: [&[u8]; 7] = [
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"transfer-encoding",
-        b"upgrade",
-        b"te",
-        b"trailer",
-    ];
-    HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+    // By length first: every forwarded header is checked, and most match none of these.
+    let candidates: &[&[u8]] = match name.len() {
+        2 => &[b"te"],
+        7 => &[b"upgrade", b"trailer"],
+        10 => &[b"connection", b"keep-alive"],
+        16 => &[b"proxy-connection"],
+        17 => &[b"transfer-encoding"],
+        _ => return false,
+    };
+    candidates.iter().any(|h| h.eq_ignore_ascii_case(name))
 }
 
 /// Finds a header value by case-insensitive name.
@@ -158,6 +162,7 @@ pub fn parse_request(
                 return Err(ProxyError::BadRequest("connection names a framing header"));
             }
             head.close = connection_close(value, minor);
+            head.connection_names |= names_headers(value);
         } else if name.eq_ignore_ascii_case("expect") {
             head.expect_continue = value.eq_ignore_ascii_case("100-continue");
         } else if name.eq_ignore_ascii_case("user-agent") {
@@ -267,8 +272,9 @@ pub fn parse_response(
                 head.close = true;
             }
         } else if name.eq_ignore_ascii_case("connection") {
-            head.close =
-                connection_close(std::str::from_utf8(h.value).unwrap_or(""), minor) || head.close;
+            let value = std::str::from_utf8(h.value).unwrap_or("");
+            head.close = connection_close(value, minor) || head.close;
+            head.connection_names |= names_headers(value);
         }
         head.headers
             .push((span(buf, name.as_bytes()), span(buf, h.value)));
@@ -288,6 +294,15 @@ pub fn parse_response(
         Framing::UntilClose
     };
     Ok(Some(len))
+}
+
+/// Whether a `Connection` value lists a header name that is not hop-by-hop anyway: only
+/// then does serialisation look for the headers it lists.
+fn names_headers(value: &str) -> bool {
+    value
+        .split(',')
+        .map(|t| t.trim_matches([' ', '\t']))
+        .any(|t| !t.is_empty() && !is_hop_by_hop(t.as_bytes()))
 }
 
 fn connection_close(value: &str, minor: u8) -> bool {

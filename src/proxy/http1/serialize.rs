@@ -8,26 +8,64 @@ use crate::obs::fast_fmt;
 
 use super::head::{is_hop_by_hop, Framing, HeaderSpan, RequestHead, ResponseHead};
 
-/// Header names listed in a `Connection` header are hop-by-hop too (RFC 9110 §7.6.1).
-fn named_in_connection(raw: &[u8], headers: &[HeaderSpan], name: &[u8]) -> bool {
-    headers.iter().any(|(n, v)| {
-        raw[n.clone()].eq_ignore_ascii_case(b"connection")
-            && raw[v.clone()]
-                .split(|b| *b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(name))
-    })
+/// Header names listed in the head's `Connection` headers, which are hop-by-hop too (RFC
+/// 9110 §7.6.1). Gathered once per head, not once per header, and only when the parser saw
+/// such a name: names that are hop-by-hop anyway (`keep-alive`, the usual one) are not kept.
+struct Listed<'a> {
+    raw: &'a [u8],
+    headers: &'a [HeaderSpan],
+    names: [&'a [u8]; 4],
+    len: usize,
+    /// More names than fit: fall back to scanning the headers.
+    overflow: bool,
 }
 
-/// Whether a header is dropped on the way through. `listed` says whether the head has a
-/// `Connection` header at all, so the common head pays no quadratic scan.
-fn skip(raw: &[u8], headers: &[HeaderSpan], name: &[u8], listed: bool) -> bool {
-    is_hop_by_hop(name) || (listed && named_in_connection(raw, headers, name))
+impl<'a> Listed<'a> {
+    fn new(raw: &'a [u8], headers: &'a [HeaderSpan], any: bool) -> Self {
+        let mut listed = Listed {
+            raw,
+            headers,
+            names: [&[]; 4],
+            len: 0,
+            overflow: false,
+        };
+        if !any {
+            return listed;
+        }
+        for name in connection_tokens(raw, headers).filter(|t| !is_hop_by_hop(t)) {
+            match listed.names.get_mut(listed.len) {
+                Some(slot) => (*slot, listed.len) = (name, listed.len + 1),
+                None => listed.overflow = true,
+            }
+        }
+        listed
+    }
+
+    fn contains(&self, name: &[u8]) -> bool {
+        if self.overflow {
+            return connection_tokens(self.raw, self.headers).any(|t| t.eq_ignore_ascii_case(name));
+        }
+        self.names[..self.len]
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(name))
+    }
 }
 
-fn has_connection_header(raw: &[u8], headers: &[HeaderSpan]) -> bool {
+fn connection_tokens<'a>(
+    raw: &'a [u8],
+    headers: &'a [HeaderSpan],
+) -> impl Iterator<Item = &'a [u8]> {
     headers
         .iter()
-        .any(|(n, _)| raw[n.clone()].eq_ignore_ascii_case(b"connection"))
+        .filter(|(n, _)| raw[n.clone()].eq_ignore_ascii_case(b"connection"))
+        .flat_map(|(_, v)| raw[v.clone()].split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+}
+
+/// Whether a header is dropped on the way through.
+fn skip(name: &[u8], listed: &Listed) -> bool {
+    is_hop_by_hop(name) || listed.contains(name)
 }
 
 /// About the size of the parsed head: where its last header value ends in the buffer.
@@ -52,10 +90,10 @@ pub fn request_head(
     out.extend_from_slice(head.path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let mut has_host = false;
-    let listed = has_connection_header(raw, &head.headers);
+    let listed = Listed::new(raw, &head.headers, head.connection_names);
     for (n, v) in &head.headers {
         let name = &raw[n.clone()];
-        if skip(raw, &head.headers, name, listed)
+        if skip(name, &listed)
             || name.eq_ignore_ascii_case(b"x-forwarded-for")
             || name.eq_ignore_ascii_case(b"x-request-id")
         {
@@ -97,10 +135,10 @@ pub fn response_head(
     out.push(b' ');
     out.extend_from_slice(&raw[head.reason.clone()]);
     out.extend_from_slice(b"\r\n");
-    let listed = has_connection_header(raw, &head.headers);
+    let listed = Listed::new(raw, &head.headers, head.connection_names);
     for (n, v) in &head.headers {
         let name = &raw[n.clone()];
-        if skip(raw, &head.headers, name, listed) {
+        if skip(name, &listed) {
             continue;
         }
         out.extend_from_slice(name);
@@ -148,5 +186,35 @@ pub fn reason(status: u16) -> &'static str {
         503 => "Service Unavailable",
         504 => "Gateway Timeout",
         _ => "Unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::http1::head::parse_request;
+
+    fn forwarded(raw: &[u8]) -> String {
+        let mut head = RequestHead::default();
+        parse_request(raw, 64, &mut head).unwrap().unwrap();
+        let mut out = Vec::new();
+        request_head(&mut out, &head, raw, "10.0.0.1", "id");
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn names_listed_in_connection_are_dropped_however_many() {
+        let few = forwarded(
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-A\r\nx-a: 1\r\nx-b: 2\r\n\r\n",
+        );
+        assert!(!few.contains("x-a") && few.contains("x-b: 2"), "{few}");
+        let many = forwarded(
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: x-1, x-2, x-3\r\nconnection: x-4,, x-5\r\n\
+              x-1: a\r\nx-3: a\r\nx-5: a\r\nx-6: kept\r\nupgrade: h2c\r\n\r\n",
+        );
+        for gone in ["x-1", "x-3", "x-5", "upgrade", "onnection"] {
+            assert!(!many.contains(gone), "{gone} in {many}");
+        }
+        assert!(many.contains("x-6: kept"), "{many}");
     }
 }
