@@ -6,6 +6,7 @@ pub mod buf;
 pub mod deadline;
 pub mod h2;
 pub mod http1;
+pub mod idle_waits;
 pub mod passthrough;
 pub mod pipe_pool;
 mod relay_dir;

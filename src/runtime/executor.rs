@@ -143,6 +143,7 @@ async fn run_shard(
         // Lines of a quiet shard reach the writer within a tick; busy shards hand over
         // full batches as they go.
         shard.flush_log();
+        shard.idle.expire(Instant::now());
         if last_sweep.elapsed() >= Duration::from_secs(1) {
             shard.tick();
             last_sweep = Instant::now();
@@ -160,6 +161,7 @@ async fn run_shard(
     glommio::timer::sleep(Duration::from_millis(20)).await;
     while shard.open_connections() > 0 && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(20)).await;
+        shard.idle.expire(Instant::now());
     }
     publisher.cancel();
     // The writer stops after the shards: hand it the last lines now.

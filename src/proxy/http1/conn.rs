@@ -72,7 +72,11 @@ pub async fn serve<D: AsyncRead + AsyncWrite + Unpin>(
             req_wire.release();
             resp_wire.release();
             head.headers = Vec::new();
-            match within(Some(gw.timeouts.downstream_idle), buf.fill(&mut down)).await {
+            match shard
+                .idle
+                .within(gw.timeouts.downstream_idle, buf.fill(&mut down))
+                .await
+            {
                 Some(Ok(n)) if n > 0 => {}
                 _ => return,
             }
