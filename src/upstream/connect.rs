@@ -27,12 +27,14 @@ pub const UPSTREAM_BUF: usize = 16 * 1024;
 
 /// Connects to `addr`; counts the connection on `stats` (total and active) once it is up.
 /// With `tls`, a failed or late handshake fails the connect (never falls back to plain).
+/// Boxed: a pooled connection moves out of the pool, through the exchange and back on every
+/// request, and a box moves as one pointer.
 pub async fn connect(
     addr: SocketAddr,
     timeout: Duration,
     stats: Rc<ClusterStats>,
     tls: Option<&Origination>,
-) -> Result<UpstreamConn, ProxyError> {
+) -> Result<Box<UpstreamConn>, ProxyError> {
     let started = std::time::Instant::now();
     let stream = TcpStream::connect_timeout(addr, timeout)
         .await
@@ -73,14 +75,14 @@ pub async fn connect(
         }
     };
     stats.upstream_cx_active.inc();
-    Ok(UpstreamConn {
+    Ok(Box::new(UpstreamConn {
         stream,
         buf: ReadBuf::new(UPSTREAM_BUF),
         peer: addr,
         local,
         requests: 0,
         stats,
-    })
+    }))
 }
 
 /// Connects to `addr` and sends `first` on the new connection, within `timeout`, the way

@@ -76,7 +76,7 @@ impl H2Pool {
         connect: impl FnOnce() -> F,
     ) -> Result<H2Stream, ProxyError>
     where
-        F: Future<Output = Result<UpstreamConn, ProxyError>>,
+        F: Future<Output = Result<Box<UpstreamConn>, ProxyError>>,
     {
         let send = match self.existing(key) {
             Some(send) => send,
@@ -147,7 +147,7 @@ impl H2Pool {
 
 /// The HTTP/2 handshake on a fresh upstream connection, then a task that drives it until
 /// it ends (dropping the last `SendRequest` with no stream open ends it too).
-async fn open(up: UpstreamConn, idle_timeout: Duration) -> Result<H2Conn, ProxyError> {
+async fn open(up: Box<UpstreamConn>, idle_timeout: Duration) -> Result<H2Conn, ProxyError> {
     let local = up.local;
     let peer = up.peer;
     let handshake = h2::client::Builder::new()
@@ -178,7 +178,7 @@ async fn open(up: UpstreamConn, idle_timeout: Duration) -> Result<H2Conn, ProxyE
 }
 
 /// An upstream connection the HTTP/2 driver owns (its `Drop` keeps `upstream_cx_active`).
-struct Owned(UpstreamConn);
+struct Owned(Box<UpstreamConn>);
 
 impl AsyncRead for Owned {
     fn poll_read(

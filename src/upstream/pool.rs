@@ -45,7 +45,7 @@ pub struct PoolKey {
 }
 
 struct Idle {
-    conn: UpstreamConn,
+    conn: Box<UpstreamConn>,
     since: Instant,
     idle_timeout: Duration,
 }
@@ -64,7 +64,7 @@ impl Pool {
     }
 
     /// The most recently returned live connection to `key`, if any.
-    pub fn take(&self, key: &PoolKey) -> Option<UpstreamConn> {
+    pub fn take(&self, key: &PoolKey) -> Option<Box<UpstreamConn>> {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(key)?;
         let now = Instant::now();
@@ -82,7 +82,7 @@ impl Pool {
 
     /// Returns a connection after a complete exchange. Dropped (closed) when the pool for
     /// this key is full.
-    pub fn put(&self, key: PoolKey, conn: UpstreamConn, idle_timeout: Duration) {
+    pub fn put(&self, key: PoolKey, conn: Box<UpstreamConn>, idle_timeout: Duration) {
         let mut idle = self.idle.borrow_mut();
         let list = idle.entry(key).or_default();
         if list.len() < self.max_idle && !idle_timeout.is_zero() {

@@ -279,7 +279,7 @@ pub(crate) async fn connect_within(
     deadline: Option<Instant>,
     state: &ClusterLocal,
     tls: Option<&Origination>,
-) -> Result<UpstreamConn, ProxyError> {
+) -> Result<Box<UpstreamConn>, ProxyError> {
     let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
     let timeout = cluster.connect_timeout;
     // Boxed: the connect future (TLS handshake included) is 4 KiB, and inline it would make
