@@ -155,10 +155,13 @@ impl Gateway {
         gw
     }
 
-    /// Waits until `/ready` answers 200 (every shard listens).
+    /// Waits until `/ready` answers 200 (every shard listens). A refused connection is
+    /// retried too: if egressd exited (a listener port taken by a parallel test between
+    /// `free_port` and its bind), the panic shows its stderr instead of a bare refusal.
     pub fn wait_ready(&self, limit: Duration) {
         let deadline = Instant::now() + limit;
-        while self.admin_get("/ready").0 != 200 {
+        let ready = || TcpStream::connect(self.admin).is_ok() && self.admin_get("/ready").0 == 200;
+        while !ready() {
             if Instant::now() > deadline {
                 panic!(
                     "egressd never became ready; stderr:\n{}",
