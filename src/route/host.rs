@@ -103,12 +103,7 @@ pub fn normalize_host(authority: &str) -> Option<Cow<'_, str>> {
     if after_dot {
         return None;
     }
-    // Most clients send lowercase names: borrow those rather than copy them.
-    Some(if upper {
-        Cow::Owned(host.to_ascii_lowercase())
-    } else {
-        Cow::Borrowed(host)
-    })
+    Some(lowercase(host, upper))
 }
 
 /// `[v6]` or `[v6]:port`, kept with its brackets.
@@ -123,11 +118,19 @@ fn normalize_ip_literal(authority: &str) -> Option<Cow<'_, str>> {
     if !host.bytes().all(host_byte) {
         return None;
     }
-    Some(if host.bytes().any(|b| b.is_ascii_uppercase()) {
+    Some(lowercase(
+        host,
+        host.bytes().any(|b| b.is_ascii_uppercase()),
+    ))
+}
+
+/// Most clients send lowercase names: those are borrowed rather than copied.
+fn lowercase(host: &str, has_upper: bool) -> Cow<'_, str> {
+    if has_upper {
         Cow::Owned(host.to_ascii_lowercase())
     } else {
         Cow::Borrowed(host)
-    })
+    }
 }
 
 /// The port written in an authority, if any.

@@ -21,6 +21,7 @@ struct Listed<'a> {
 }
 
 impl<'a> Listed<'a> {
+    /// `any`: the parser saw a listed name (`connection_names`); without one, nothing to gather.
     fn new(raw: &'a [u8], headers: &'a [HeaderSpan], any: bool) -> Self {
         let mut listed = Listed {
             raw,
