@@ -28,21 +28,22 @@ pub async fn within<T>(limit: Option<Duration>, fut: impl Future<Output = T>) ->
     .await
 }
 
+/// Runs `f`'s future to completion on a fresh glommio executor (unit tests of timing code).
+#[cfg(test)]
+pub(crate) fn on_executor<T: Send + 'static, F: Future<Output = T> + 'static>(
+    f: impl FnOnce() -> F + Send + 'static,
+) -> T {
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .io_memory(1 << 16)
+        .spawn(move || async move { f().await })
+        .unwrap()
+        .join()
+        .unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use glommio::{LocalExecutorBuilder, Placement};
-
-    fn on_executor<T: Send + 'static, F: Future<Output = T> + 'static>(
-        f: impl FnOnce() -> F + Send + 'static,
-    ) -> T {
-        LocalExecutorBuilder::new(Placement::Unbound)
-            .io_memory(1 << 16)
-            .spawn(move || async move { f().await })
-            .unwrap()
-            .join()
-            .unwrap()
-    }
 
     #[test]
     fn a_ready_future_wins_and_an_unbounded_one_is_awaited() {

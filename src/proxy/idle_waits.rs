@@ -141,19 +141,8 @@ impl Drop for Registration<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use glommio::{LocalExecutorBuilder, Placement};
+    use crate::proxy::deadline::on_executor;
     use std::rc::Rc;
-
-    fn on_executor<T: Send + 'static, F: Future<Output = T> + 'static>(
-        f: impl FnOnce() -> F + Send + 'static,
-    ) -> T {
-        LocalExecutorBuilder::new(Placement::Unbound)
-            .io_memory(1 << 16)
-            .spawn(move || async move { f().await })
-            .unwrap()
-            .join()
-            .unwrap()
-    }
 
     #[test]
     fn a_ready_future_takes_no_slot_and_a_silent_one_expires_at_a_tick() {
