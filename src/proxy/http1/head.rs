@@ -299,10 +299,15 @@ pub fn parse_response(
 /// Whether a `Connection` value lists a header name that is not hop-by-hop anyway: only
 /// then does serialisation look for the headers it lists.
 fn names_headers(value: &str) -> bool {
+    list_items(value.as_bytes()).any(|t| !is_hop_by_hop(t))
+}
+
+/// The non-empty items of a comma-separated header value, without their whitespace.
+pub fn list_items(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value
-        .split(',')
-        .map(|t| t.trim_matches([' ', '\t']))
-        .any(|t| !t.is_empty() && !is_hop_by_hop(t.as_bytes()))
+        .split(|b| *b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
 }
 
 fn connection_close(value: &str, minor: u8) -> bool {

@@ -6,7 +6,7 @@ use std::io::Write;
 
 use crate::obs::fast_fmt;
 
-use super::head::{is_hop_by_hop, Framing, HeaderSpan, RequestHead, ResponseHead};
+use super::head::{is_hop_by_hop, list_items, Framing, HeaderSpan, RequestHead, ResponseHead};
 
 /// Header names listed in the head's `Connection` headers, which are hop-by-hop too (RFC
 /// 9110 §7.6.1). Gathered once per head, not once per header, and only when the parser saw
@@ -59,9 +59,7 @@ fn connection_tokens<'a>(
     headers
         .iter()
         .filter(|(n, _)| raw[n.clone()].eq_ignore_ascii_case(b"connection"))
-        .flat_map(|(_, v)| raw[v.clone()].split(|b| *b == b','))
-        .map(<[u8]>::trim_ascii)
-        .filter(|t| !t.is_empty())
+        .flat_map(|(_, v)| list_items(&raw[v.clone()]))
 }
 
 /// Whether a header is dropped on the way through.
