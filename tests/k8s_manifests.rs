@@ -270,6 +270,15 @@ fn seccomp_profile_allows_every_syscall_egressd_makes() {
     let guard = Kill(&mut child);
     wait_for(&stderr, "admin listening", Duration::from_secs(30));
     let admin_addr = std::net::SocketAddr::from(([127, 0, 0, 1], admin));
+    // The admin server starts before the shards bind: traffic waits until every one listens.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !common::admin_ready(admin_addr) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "egressd never became ready under strace"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     for _ in 0..3 {
         assert_eq!(common::get(http, "demo.local", "/").status, 200);

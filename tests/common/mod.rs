@@ -160,8 +160,7 @@ impl Gateway {
     /// `free_port` and its bind), the panic shows its stderr instead of a bare refusal.
     pub fn wait_ready(&self, limit: Duration) {
         let deadline = Instant::now() + limit;
-        let ready = || TcpStream::connect(self.admin).is_ok() && self.admin_get("/ready").0 == 200;
-        while !ready() {
+        while !admin_ready(self.admin) {
             if Instant::now() > deadline {
                 panic!(
                     "egressd never became ready; stderr:\n{}",
@@ -261,6 +260,12 @@ impl Drop for Gateway {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Whether the admin server at `addr` answers `/ready` with 200: every shard listens. A
+/// refused connection is a no, not a panic (the admin port may not be bound yet).
+pub fn admin_ready(addr: SocketAddr) -> bool {
+    TcpStream::connect(addr).is_ok() && admin_request(addr, "GET", "/ready").0 == 200
 }
 
 pub fn admin_request(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
