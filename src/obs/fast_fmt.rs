@@ -232,24 +232,33 @@ pub fn hex(n: u64, digits: u32) -> Text {
     t
 }
 
+/// `"00".."ff"`: a byte's two lowercase hex digits, looked up at once.
+const HEX_PAIRS: [[u8; 2]; 256] = {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut table = [[0u8; 2]; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = [HEX[b >> 4], HEX[b & 0xf]];
+        b += 1;
+    }
+    table
+};
+
 /// `hi`, `lo` (the UUID's first and last 64 bits) as a lowercase hyphenated UUID
 /// (8-4-4-4-12 hex digits), written into place: a request id is made for every request that
 /// arrives without one.
 pub fn uuid(hi: u64, lo: u64) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = *b"00000000-0000-0000-0000-000000000000";
-    // Where each of the 32 digits goes: the hyphens sit at 8, 13, 18 and 23.
-    let mut at = 0;
-    for half in [hi, lo] {
-        for shift in (0..16).rev() {
-            if matches!(at, 8 | 13 | 18 | 23) {
-                at += 1;
-            }
-            out[at] = HEX[((half >> (shift * 4)) & 0xf) as usize];
-            at += 1;
-        }
+    let mut out = [b'-'; 36];
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&hi.to_be_bytes());
+    bytes[8..].copy_from_slice(&lo.to_be_bytes());
+    // Where each byte's two digits go: the hyphens sit at 8, 13, 18 and 23.
+    const AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
+    for (b, at) in bytes.iter().zip(AT) {
+        out[at..at + 2].copy_from_slice(&HEX_PAIRS[usize::from(*b)]);
     }
-    std::str::from_utf8(&out).unwrap_or_default().to_string()
+    // Only ASCII is written.
+    std::str::from_utf8(&out).unwrap_or_default().to_owned()
 }
 
 #[cfg(test)]

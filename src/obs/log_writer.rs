@@ -3,8 +3,9 @@
 //! Owns: the shard-side `AccessLogSender`, which renders each record into a shard-local
 //! batch and hands full batches (64 KiB, or whatever is pending at the shard's 100 ms tick)
 //! to one bounded queue per shard (`std::sync::mpsc::sync_channel`); the writer thread,
-//! which writes each batch with one `write`, gives the emptied buffer back for reuse, and
-//! reopens the file when the reopen flag (SIGUSR1) is set, for logrotate. A full queue
+//! which writes each batch with one `write` (dropping older written pages from the page
+//! cache, see `log_cache_trim`), gives the emptied buffer back for reuse, and reopens the
+//! file when the reopen flag (SIGUSR1) is set, for logrotate. A full queue
 //! never blocks a shard: the batch is dropped and its lines counted in a shard-local
 //! `Cell`. An empty path (`accessLog: {path: ""}`) means no access log: no thread, and
 //! senders that discard.
@@ -28,6 +29,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::obs::access_log::AccessRecord;
+use crate::obs::log_cache_trim::CacheTrim;
 use crate::obs::log_format::{LogFormat, StartTimeCache};
 
 /// Stat name of the lines shards dropped because their queue was full.
@@ -306,7 +308,11 @@ impl Drop for AccessLogWriter {
 
 enum Sink {
     Stdout,
-    File { path: PathBuf, file: File },
+    File {
+        path: PathBuf,
+        file: File,
+        trim: CacheTrim,
+    },
 }
 
 impl Sink {
@@ -322,7 +328,8 @@ impl Sink {
         }
         let path = PathBuf::from(path);
         let file = open_append(&path)?;
-        Ok(Sink::File { path, file })
+        let trim = CacheTrim::new(&file);
+        Ok(Sink::File { path, file, trim })
     }
 
     fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
@@ -332,7 +339,11 @@ impl Sink {
                 out.write_all(bytes)?;
                 out.flush()
             }
-            Sink::File { file, .. } => file.write_all(bytes),
+            Sink::File { file, trim, .. } => {
+                file.write_all(bytes)?;
+                trim.appended(file, bytes.len());
+                Ok(())
+            }
         }
     }
 }
@@ -429,9 +440,12 @@ impl Worker {
     }
 
     fn reopen_sink(&mut self) {
-        if let Sink::File { path, file } = &mut self.sink {
+        if let Sink::File { path, file, trim } = &mut self.sink {
             match open_append(path) {
-                Ok(f) => *file = f,
+                Ok(f) => {
+                    *trim = CacheTrim::new(&f);
+                    *file = f;
+                }
                 Err(e) => {
                     self.counters.reopen_failed.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(error = %e, path = %path.display(), "access log reopen failed; still writing to the old file");

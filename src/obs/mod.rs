@@ -26,6 +26,7 @@ pub mod fast_fmt;
 pub mod format_parser;
 pub mod histogram;
 pub mod istio_line;
+pub mod log_cache_trim;
 pub mod log_format;
 pub mod log_writer;
 pub mod logging;

@@ -229,6 +229,10 @@ pub fn parse_response(
     head_request: bool,
     head: &mut ResponseHead,
 ) -> Result<Option<usize>, ProxyError> {
+    // Nothing read yet (the first look, before any read): not worth a parser's setup.
+    if buf.is_empty() {
+        return Ok(None);
+    }
     // Envoy's upstream limit is 100 headers too. Uninitialised, as for requests: zeroing
     // 3.2 KiB per response was most of this function's cost.
     let mut storage = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; 100];
