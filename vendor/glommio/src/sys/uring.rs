@@ -1833,22 +1833,26 @@ impl Reactor {
         // consume all events from the rings
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
-        // Cancel the old timer regardless of whether we can sleep:
-        // if we won't sleep, we will register the new timer with its new
-        // value.
-        //
-        // But if we will sleep, there might be a timer registered that needs
-        // to be removed otherwise we'll wake up when it expires.
-        drop(self.latency_preemption_timeout_src.take());
-
-        // Schedule the throughput-based timeout immediately: it won't matter if we end
-        // up sleeping.
-        self.throughput_preemption_timeout_src.replace(Some(
-            main_ring.prepare_throughput_preemption_timer(
-                self.ring_depth() as u32,
-                self.eventfd_src.raw(),
-            ),
-        ));
+        // egressd patch: between turns of work (a preemption timer is asked for, so no
+        // sleep follows) a preemption timer still armed stays armed. glommio cancelled
+        // both timers and armed new ones on every executor turn: four SQEs and two more
+        // `io_uring_enter` per turn. A timer kept from an earlier turn fires early at
+        // worst: a spurious preemption, after which the executor polls and carries on.
+        // Before a sleep the latency timer is replaced as glommio always did, since it
+        // must then fire when the next user timer is due.
+        let keep_latency = preempt_timer().is_some()
+            && Self::still_armed(&self.latency_preemption_timeout_src);
+        if !keep_latency {
+            drop(self.latency_preemption_timeout_src.take());
+        }
+        if !Self::still_armed(&self.throughput_preemption_timeout_src) {
+            self.throughput_preemption_timeout_src.replace(Some(
+                main_ring.prepare_throughput_preemption_timer(
+                    self.ring_depth() as u32,
+                    self.eventfd_src.raw(),
+                ),
+            ));
+        }
 
         // This will only dispatch if we run out of sqes. Which means until
         // flush_rings! nothing is really send to the kernel...
@@ -1899,9 +1903,12 @@ impl Reactor {
         }
 
         if let Some(preempt) = preempt_timer() {
-            self.latency_preemption_timeout_src
-                .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
-            flush_rings!(lat_ring, main_ring)?;
+            // egressd patch: only when none is armed (see above).
+            if !Self::still_armed(&self.latency_preemption_timeout_src) {
+                self.latency_preemption_timeout_src
+                    .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
+                flush_rings!(lat_ring, main_ring)?;
+            }
         }
 
         // A Note about `need_preempt`:
@@ -1912,6 +1919,17 @@ impl Reactor {
         // need_preempt() should be false at this point. As soon as the next event
         // in the preempt ring completes, though, then it will be true.
         Ok(should_sleep)
+    }
+
+    /// egressd patch: whether the timer in `slot` is armed and has not fired; a fired
+    /// one is dropped from the slot.
+    fn still_armed(slot: &Cell<Option<Source>>) -> bool {
+        let timer = slot.take();
+        let armed = timer.as_ref().is_some_and(|t| t.result().is_none());
+        if armed {
+            slot.set(timer);
+        }
+        armed
     }
 
     pub(crate) fn flush_syscall_thread(&self) -> usize {
