@@ -83,7 +83,7 @@ for _ in $(seq 100); do
   curl -fso /dev/null -H 'Host: bench.local' "http://127.0.0.1:$proxy_port/" && break
   sleep 0.2
 done
-load() { taskset -c 0 wrk -t1 -c32 -d"$1" -H 'Host: bench.local' "http://127.0.0.1:$proxy_port/"; }
+load() { taskset -c 0 wrk -t1 -c"${CONNS:-32}" -d"$1" -H 'Host: bench.local' "http://127.0.0.1:$proxy_port/"; }
 load 2s >/dev/null # warm-up: connections, pools and caches
 callgrind_control -i on "$egressd" >/dev/null
 out=$(load "${secs}s")
