@@ -1325,7 +1325,11 @@ impl LocalExecutor {
         loop {
             self.reactor.sys.install_eventfd();
             if self.need_preempt() {
-                break;
+                // egressd patch: preempted before a queue ran, the queues may still hold
+                // runnable tasks. Saying none ran made the executor park with them
+                // queued, until unrelated I/O woke it (seconds, under a closed-loop
+                // load). Report them, so the executor polls and comes back to them.
+                return ran || !self.queues.borrow().active_executors.is_empty();
             }
             if !self.run_one_task_queue() {
                 return false;
