@@ -6,8 +6,9 @@
 #
 #   bench/scripts/callgrind-per-request.sh [EGRESSD_BINARY] [SECONDS]
 #
-# Layout as in `bench http`: nginx origin and egressd (one shard) on CPU 1, wrk -c32 on
-# CPU 0. Needs valgrind, nginx, wrk, curl.
+# Layout as in `bench http`: nginx origin and egressd (one shard) on CPU 1, wrk on
+# CPU 0 with 32 connections (CONNS=N for another count: 2 profiles low load). Needs
+# valgrind, nginx, wrk, curl.
 set -euo pipefail
 bin=${1:-target/release/egressd}
 secs=${2:-5}
