@@ -1,9 +1,13 @@
-//! `UpstreamStream::write_all_batched` between real loopback sockets: the request write
-//! that joins the shard's next io_uring submission batch (an io_uring SEND owning a copy
-//! of the bytes) instead of a `send` syscall made at once.
+//! The vendored glommio's changes (`vendor/glommio/EGRESSD-PATCH.md`) over real loopback
+//! sockets:
+//! - change 5, through `UpstreamStream::write_all_batched`: the request write that joins
+//!   the shard's next io_uring submission batch (an io_uring SEND owning a copy of the
+//!   bytes) instead of a `send` syscall made at once;
+//! - change 7: `recvmsg` sources hold their message header and peer address in a box.
+//!   egressd itself sends no datagrams, so this is the one check of that path.
 //!
-//! Topology per test: peers are std threads; the writer is a glommio executor on its own
-//! thread. Every wait is bounded.
+//! Topology per test: peers are std threads or sockets on the same executor; each glommio
+//! executor runs on its own thread. Every wait is bounded.
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener};
@@ -236,4 +240,26 @@ fn a_batched_tls_write_past_the_session_buffer_limit_arrives_whole_and_decrypts(
         futures_lite::AsyncWriteExt::close(&mut up).await.unwrap();
     });
     assert_eq!(reader.join().unwrap(), (3 << 20, expected));
+}
+
+#[test]
+fn a_datagram_received_through_the_ring_keeps_its_bytes_and_sender() {
+    let (got, from, sender) = on_executor(|| async {
+        let receiver = glommio::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let sender = glommio::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = receiver.local_addr().unwrap();
+        // The receive starts first and finds nothing, so it goes to the ring as a
+        // `recvmsg` source; the send then completes it.
+        let pending = glommio::spawn_local(async move {
+            let mut buf = [0u8; 64];
+            let (n, from) = receiver.recv_from(&mut buf).await.unwrap();
+            (buf[..n].to_vec(), from)
+        });
+        futures_lite::future::yield_now().await;
+        sender.send_to(b"egressd datagram", to).await.unwrap();
+        let (got, from) = pending.await;
+        (got, from, sender.local_addr().unwrap())
+    });
+    assert_eq!(got, b"egressd datagram");
+    assert_eq!(from, sender);
 }
