@@ -4,12 +4,13 @@
 //!   the shard's next io_uring submission batch (an io_uring SEND owning a copy of the
 //!   bytes) instead of a `send` syscall made at once;
 //! - change 7: `recvmsg` sources hold their message header and peer address in a box.
-//!   egressd itself sends no datagrams, so this is the one check of that path.
+//!   egressd itself sends no datagrams, so this is the one check of that path;
+//! - change 10: a stream's reads wait on one multishot readiness poll kept for its life.
 //!
 //! Topology per test: peers are std threads or sockets on the same executor; each glommio
 //! executor runs on its own thread. Every wait is bounded.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::mpsc;
 use std::thread;
@@ -262,4 +263,131 @@ fn a_datagram_received_through_the_ring_keeps_its_bytes_and_sender() {
     });
     assert_eq!(got, b"egressd datagram");
     assert_eq!(from, sender);
+}
+
+/// Reads from a glommio stream until `len` bytes came, in reads of `chunk` bytes.
+async fn read_exactly(stream: &mut glommio::net::TcpStream, len: usize, chunk: usize) -> Vec<u8> {
+    let mut got = Vec::with_capacity(len);
+    let mut buf = vec![0u8; chunk];
+    while got.len() < len {
+        let n = futures_lite::AsyncReadExt::read(stream, &mut buf)
+            .await
+            .unwrap();
+        assert!(n > 0, "EOF after {} of {len} bytes", got.len());
+        got.extend_from_slice(&buf[..n]);
+    }
+    got
+}
+
+#[test]
+fn reads_smaller_than_what_arrived_get_the_rest_without_waiting_for_more() {
+    // A read that fills its buffer may leave bytes behind. The multishot poll, armed by the
+    // earlier read that drained the socket, completes when the bulk arrives but not again
+    // for the bytes left: the reads after it must not wait for a completion. The peer sends
+    // nothing more until everything was read, so a read that waited would never end.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let bulk = pattern(200 * 1024, 7);
+    let expected = bulk.clone();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let peer = thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(BOUND)).unwrap();
+        s.write_all(b"hello").unwrap();
+        let mut ack = [0u8; 1];
+        s.read_exact(&mut ack).unwrap();
+        s.write_all(&bulk).unwrap();
+        // Holds the connection open, silent, until the reader is done.
+        done_rx.recv_timeout(BOUND).unwrap();
+    });
+    let got = on_executor(move || async move {
+        let mut stream = glommio::net::TcpStream::connect(addr).await.unwrap();
+        assert_eq!(read_exactly(&mut stream, 5, 64).await, b"hello");
+        futures_lite::AsyncWriteExt::write_all(&mut stream, b"k")
+            .await
+            .unwrap();
+        // Lets the whole bulk arrive before the first small read.
+        glommio::timer::sleep(Duration::from_millis(50)).await;
+        read_exactly(&mut stream, 200 * 1024, 1000).await
+    });
+    done_tx.send(()).unwrap();
+    peer.join().unwrap();
+    assert!(got == expected, "bytes differ");
+}
+
+#[test]
+fn each_of_many_request_and_reply_rounds_wakes_the_waiting_read() {
+    // One stream, one poll armed for its life: every round's read finds the socket empty,
+    // waits, and must be woken by a later completion of that same poll.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let echo = thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(BOUND)).unwrap();
+        let mut buf = [0u8; 64];
+        loop {
+            let n = s.read(&mut buf).unwrap();
+            if n == 0 {
+                return;
+            }
+            // A pause now and then, so that some reads wait longer than a turn.
+            if buf[0] % 16 == 0 {
+                thread::sleep(Duration::from_millis(1));
+            }
+            s.write_all(&buf[..n]).unwrap();
+        }
+    });
+    let rounds = on_executor(move || async move {
+        let mut stream = glommio::net::TcpStream::connect(addr).await.unwrap();
+        let mut rounds = 0u32;
+        for i in 0..2000u32 {
+            let msg = i.to_be_bytes();
+            futures_lite::AsyncWriteExt::write_all(&mut stream, &msg)
+                .await
+                .unwrap();
+            assert_eq!(read_exactly(&mut stream, 4, 64).await, msg);
+            rounds += 1;
+        }
+        rounds
+    });
+    echo.join().unwrap();
+    assert_eq!(rounds, 2000);
+}
+
+#[test]
+fn dropping_a_stream_whose_read_poll_is_armed_closes_its_socket() {
+    // An armed poll holds a reference to the socket's file: closing the descriptor alone
+    // would leave the connection open. Dropping the stream cancels the poll, and the peer
+    // sees EOF.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (eof_tx, eof_rx) = mpsc::channel::<usize>();
+    let peer = thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(BOUND)).unwrap();
+        s.write_all(b"x").unwrap();
+        let mut rest = Vec::new();
+        let n = s.read_to_end(&mut rest).unwrap();
+        eof_tx.send(n).unwrap();
+    });
+    let saw_eof = on_executor(move || async move {
+        let mut stream = glommio::net::TcpStream::connect(addr).await.unwrap();
+        // Drains the socket: a poll is queued for the next read, and the sleep lets the
+        // executor submit it.
+        assert_eq!(read_exactly(&mut stream, 1, 64).await, b"x");
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+        drop(stream);
+        // The executor keeps turning (and so submits the cancellation) while the peer
+        // waits for EOF.
+        let deadline = std::time::Instant::now() + BOUND;
+        while std::time::Instant::now() < deadline {
+            if let Ok(n) = eof_rx.try_recv() {
+                return Some(n);
+            }
+            glommio::timer::sleep(Duration::from_millis(5)).await;
+        }
+        None
+    });
+    peer.join().unwrap();
+    assert_eq!(saw_eof, Some(0), "the peer saw EOF with nothing more sent");
 }

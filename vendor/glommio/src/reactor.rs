@@ -6,7 +6,7 @@
 //!
 
 use std::{
-    cell::RefCell,
+    cell::{Cell, RefCell},
     collections::BTreeMap,
     ffi::CString,
     fmt,
@@ -173,6 +173,9 @@ pub(crate) struct Reactor {
     /// refcell) every time. Acquire during initialization
     preempt_ptr_head: *const u32,
     preempt_ptr_tail: *const AtomicU32,
+
+    /// egressd patch: this kernel refused a multishot poll; see `poll_read_multishot`.
+    multishot_poll_refused: Cell<bool>,
 }
 
 impl Reactor {
@@ -193,6 +196,7 @@ impl Reactor {
             record_io_latencies,
             preempt_ptr_head,
             preempt_ptr_tail: preempt_ptr_tail as _,
+            multishot_poll_refused: Cell::new(false),
         })
     }
 
@@ -431,6 +435,29 @@ impl Reactor {
         let source = self.new_source(fd, SourceType::PollAdd, None);
         self.sys.poll_ready(&source, common_flags() | read_flags());
         source
+    }
+
+    /// egressd patch: a read-readiness poll that stays armed, completing once each time
+    /// the socket becomes readable, until the source is dropped (which cancels it) or the
+    /// kernel ends it (`Source::is_armed` turns false). A stream reading in a loop then
+    /// creates, submits and frees one source for its life instead of one per read, and
+    /// the kernel keeps its wait-queue entry instead of adding and removing it each time.
+    /// On kernels that refuse multishot polls (before 5.13) the first one fails with
+    /// EINVAL; [`Reactor::multishot_poll_refused`] then turns them into one-shot polls.
+    pub(crate) fn poll_read_multishot(&self, fd: RawFd) -> Source {
+        let source = self.new_source(fd, SourceType::PollAdd, None);
+        if self.multishot_poll_refused.get() {
+            self.sys.poll_ready(&source, common_flags() | read_flags());
+        } else {
+            self.sys
+                .poll_ready_multishot(&source, common_flags() | read_flags());
+        }
+        source
+    }
+
+    /// egressd patch: records that this kernel refused a multishot poll.
+    pub(crate) fn multishot_poll_refused(&self) {
+        self.multishot_poll_refused.set(true);
     }
 
     pub(crate) fn poll_write_ready(&self, fd: RawFd) -> Source {

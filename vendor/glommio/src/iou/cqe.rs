@@ -209,5 +209,8 @@ bitflags::bitflags! {
     #[derive(Debug, Clone, Copy)]
     pub struct CompletionFlags: u32 {
         const BUFFER_SHIFT    = 1 << 0;
+        /// egressd patch: the request stays in the kernel and will complete again
+        /// (`IORING_CQE_F_MORE`, set on a multishot poll's completions but its last).
+        const MORE            = 1 << 1;
     }
 }

@@ -221,6 +221,10 @@ pub(crate) struct NonBufferedStream<S> {
     stream: S,
     source_tx: Option<Source>,
     source_rx: Option<Source>,
+    /// egressd patch: whether the socket may hold bytes (or EOF, or an error) that no read
+    /// has taken yet: true until a read drains it, set again by each completion of the
+    /// readiness poll in `source_rx`.
+    rx_ready: bool,
     write_timeout: Timeout,
     read_timeout: Timeout,
 }
@@ -240,9 +244,11 @@ impl<S: AsRawFd> NonBufferedStream<S> {
     /// pending, i.e. nothing (data, EOF, error) has reached the socket since, as far as
     /// the reactor has seen.
     pub(crate) fn read_poll_pending(&self) -> bool {
-        self.source_rx
-            .as_ref()
-            .is_some_and(|src| src.result().is_none())
+        !self.rx_ready
+            && self
+                .source_rx
+                .as_ref()
+                .is_some_and(|src| src.is_armed() && src.result().is_none())
     }
 
     /// egressd patch: sends `bytes` as an io_uring SEND submitted with the reactor's next
@@ -274,6 +280,9 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         Ok(sz)
     }
 
+    /// egressd patch: reads wait on one multishot readiness poll, armed at the first read
+    /// that drains the socket and kept for the stream's life, instead of a one-shot poll
+    /// armed after every read (see EGRESSD-PATCH.md, change 10).
     pub(crate) fn poll_read(
         &mut self,
         cx: &Context<'_>,
@@ -282,35 +291,41 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         let reactor = self.reactor.upgrade().unwrap();
         let reactor = reactor.as_ref();
 
-        let no_pending_poll = self
-            .source_rx
-            .as_ref()
-            .map(|src| src.result().is_some())
-            .unwrap_or(true);
+        if let Some(src) = &self.source_rx {
+            if let Some(result) = src.take_result() {
+                self.rx_ready = true;
+                if !src.is_armed() && result.is_err_and(|e| e.raw_os_error() == Some(libc::EINVAL))
+                {
+                    reactor.multishot_poll_refused();
+                }
+            }
+            if !src.is_armed() {
+                // A one-shot poll (the first, from `init`, or on a kernel without
+                // multishot polls) that completed, or a multishot one the kernel ended.
+                self.source_rx = None;
+            }
+        }
 
-        if no_pending_poll {
+        if self.rx_ready {
             if let Some(result) = super::yolo_recv(self.stream.as_raw_fd(), buf) {
-                self.source_rx.take();
                 self.read_timeout.cancel_timer(reactor);
                 let result = poll_err!(result);
-                // Start an early poll if the buffer is not fully filled. So when
-                // the next time `poll_read` is called, it will be known immediately
-                // whether the underlying stream is ready for reading.
-                if result > 0 && result < buf.len() {
-                    self.source_rx = Some(reactor.poll_read_ready(self.stream.as_raw_fd()));
-                    // The `rush_dispatch`s here and after could be removed to
-                    // improve performance if #458 is handled appropriately.
-                    // reactor.rush_dispatch(self.source_rx.as_ref().unwrap());
+                // A read that fills the buffer may have left bytes behind, which no poll
+                // completion would announce: the next read tries again at once.
+                self.rx_ready = result == buf.len() && result > 0;
+                if !self.rx_ready && self.source_rx.is_none() {
+                    // Armed now, so that the next read knows whether bytes came.
+                    self.source_rx = Some(reactor.poll_read_multishot(self.stream.as_raw_fd()));
                 }
                 return Poll::Ready(Ok(result));
             }
+            self.rx_ready = false;
         }
 
         poll_err!(self.read_timeout.check(reactor));
 
-        if no_pending_poll {
-            self.source_rx = Some(reactor.poll_read_ready(self.stream.as_raw_fd()));
-            // reactor.rush_dispatch(self.source_rx.as_ref().unwrap());
+        if self.source_rx.is_none() {
+            self.source_rx = Some(reactor.poll_read_multishot(self.stream.as_raw_fd()));
         }
 
         let source = self.source_rx.as_ref().unwrap();
@@ -387,6 +402,8 @@ where
             stream: socket.into(),
             source_tx: None,
             source_rx: None,
+            // `init` arms a poll: the first read waits for it.
+            rx_ready: false,
             write_timeout: Timeout::new(reactor.register_timer()),
             read_timeout: Timeout::new(reactor.register_timer()),
         };

@@ -280,6 +280,18 @@ impl Source {
         ret
     }
 
+    /// egressd patch: takes the last completion's result, so that a source completing
+    /// many times (a multishot poll) reports each completion once.
+    pub(crate) fn take_result(&self) -> Option<io::Result<usize>> {
+        self.inner.borrow_mut().wakers.result.take()
+    }
+
+    /// egressd patch: whether the request is still queued or in the kernel, i.e. its last
+    /// completion has not been consumed.
+    pub(crate) fn is_armed(&self) -> bool {
+        self.inner.borrow().enqueued.is_some()
+    }
+
     // adds a single waiter to the list, replacing any waiter that may already
     // exist. Should be used for single streams that map a future 1:1 to their I/O
     // source
