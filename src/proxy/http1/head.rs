@@ -152,17 +152,14 @@ pub fn parse_request(
             }
             chunked = true;
         } else if name.eq_ignore_ascii_case("connection") {
+            let options = ConnectionOptions::of(h.value);
             // A proxy drops the headers Connection names; dropping these would change how
             // the upstream frames or routes what the gateway forwards (smuggling).
-            if value
-                .split(',')
-                .map(|t| t.trim_matches([' ', '\t']))
-                .any(|t| t.eq_ignore_ascii_case("content-length") || t.eq_ignore_ascii_case("host"))
-            {
+            if options.names_framing {
                 return Err(ProxyError::BadRequest("connection names a framing header"));
             }
-            head.close = connection_close(value, minor);
-            head.connection_names |= names_headers(value);
+            head.close = options.closes(minor);
+            head.connection_names |= options.names_headers;
         } else if name.eq_ignore_ascii_case("expect") {
             head.expect_continue = value.eq_ignore_ascii_case("100-continue");
         } else if name.eq_ignore_ascii_case("user-agent") {
@@ -276,9 +273,9 @@ pub fn parse_response(
                 head.close = true;
             }
         } else if name.eq_ignore_ascii_case("connection") {
-            let value = std::str::from_utf8(h.value).unwrap_or("");
-            head.close = connection_close(value, minor) || head.close;
-            head.connection_names |= names_headers(value);
+            let options = ConnectionOptions::of(h.value);
+            head.close = options.closes(minor) || head.close;
+            head.connection_names |= options.names_headers;
         }
         head.headers
             .push((span(buf, name.as_bytes()), span(buf, h.value)));
@@ -300,12 +297,6 @@ pub fn parse_response(
     Ok(Some(len))
 }
 
-/// Whether a `Connection` value lists a header name that is not hop-by-hop anyway: only
-/// then does serialisation look for the headers it lists.
-fn names_headers(value: &str) -> bool {
-    list_items(value.as_bytes()).any(|t| !is_hop_by_hop(t))
-}
-
 /// The non-empty items of a comma-separated header value, without their whitespace.
 pub fn list_items(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value
@@ -314,17 +305,38 @@ pub fn list_items(value: &[u8]) -> impl Iterator<Item = &[u8]> {
         .filter(|t| !t.is_empty())
 }
 
-fn connection_close(value: &str, minor: u8) -> bool {
-    let mut close = minor == 0;
-    for token in value.split(',').map(str::trim) {
-        if token.eq_ignore_ascii_case("close") {
-            return true;
+/// What one `Connection` value says, read in one pass over its items. Items are compared
+/// after trimming ASCII whitespace only: HTTP's whitespace is spaces and tabs, so `close`
+/// followed by a no-break space is some other option, not `close`.
+#[derive(Default)]
+struct ConnectionOptions {
+    close: bool,
+    keep_alive: bool,
+    /// It lists a header that is not hop-by-hop anyway: only then does serialisation look
+    /// for the headers it lists.
+    names_headers: bool,
+    /// It lists `Content-Length` or `Host`, which a request may not have dropped.
+    names_framing: bool,
+}
+
+impl ConnectionOptions {
+    fn of(value: &[u8]) -> Self {
+        let mut options = ConnectionOptions::default();
+        for item in list_items(value) {
+            options.close |= item.eq_ignore_ascii_case(b"close");
+            options.keep_alive |= item.eq_ignore_ascii_case(b"keep-alive");
+            options.names_framing |=
+                item.eq_ignore_ascii_case(b"content-length") || item.eq_ignore_ascii_case(b"host");
+            options.names_headers |= !is_hop_by_hop(item);
         }
-        if token.eq_ignore_ascii_case("keep-alive") {
-            close = false;
-        }
+        options
     }
-    close
+
+    /// Whether the connection ends after this message: on `close`, and in HTTP/1.0
+    /// unless `keep-alive` is listed.
+    fn closes(&self, minor: u8) -> bool {
+        self.close || (minor == 0 && !self.keep_alive)
+    }
 }
 
 /// Splits a request target into origin-form path and, for absolute-form, its authority.
@@ -421,5 +433,43 @@ mod tests {
         assert!(parse_response(raw, false, &mut head).unwrap().is_some());
         assert_eq!(head.framing, Framing::UntilClose);
         assert!(head.close);
+    }
+
+    /// Whether a response with this `Connection` value ends its connection.
+    fn response_closes(version: &str, connection: &[u8]) -> bool {
+        let mut raw =
+            format!("HTTP/1.{version} 200 OK\r\nContent-Length: 0\r\nConnection: ").into_bytes();
+        raw.extend_from_slice(connection);
+        raw.extend_from_slice(b"\r\n\r\n");
+        let mut head = ResponseHead::default();
+        assert!(parse_response(&raw, false, &mut head).unwrap().is_some());
+        head.close
+    }
+
+    #[test]
+    fn connection_items_are_trimmed_of_http_whitespace_only() {
+        assert!(response_closes("1", b"close"));
+        assert!(response_closes("1", b"keep-alive ,\t Close\t"));
+        assert!(!response_closes("1", b"keep-alive"));
+        // An HTTP/1.0 upstream connection is not reused, whatever it lists; a client's is
+        // when it asks for keep-alive.
+        assert!(response_closes("0", b"Keep-Alive"));
+        let request = |connection: &str| {
+            parse(&format!(
+                "GET / HTTP/1.0\r\nHost: a\r\nConnection: {connection}\r\n\r\n"
+            ))
+            .unwrap()
+            .close
+        };
+        assert!(!request("Keep-Alive"));
+        assert!(request("x-option"));
+        assert!(request("keep-alive, close"));
+        // A no-break space is not HTTP whitespace: `close` followed by one is another option.
+        assert!(!response_closes("1", "close\u{a0}".as_bytes()));
+        // An item that is not UTF-8 does not hide a `close` beside it.
+        assert!(response_closes("1", b"close, \xff"));
+        // The same splitting decides which requests name a framing header.
+        assert!(parse("GET / HTTP/1.1\r\nHost: a\r\nConnection: a,\tHOST \r\n\r\n").is_err());
+        assert!(parse("GET / HTTP/1.1\r\nHost: a\r\nConnection: hosts\r\n\r\n").is_ok());
     }
 }
