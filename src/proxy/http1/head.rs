@@ -321,6 +321,14 @@ struct ConnectionOptions {
 
 impl ConnectionOptions {
     fn of(value: &[u8]) -> Self {
+        // What nearly every response says, answered without splitting (callgrind: a
+        // response's `keep-alive` cost 436 instructions through the loop below).
+        if value.eq_ignore_ascii_case(b"keep-alive") {
+            return ConnectionOptions {
+                keep_alive: true,
+                ..Default::default()
+            };
+        }
         let mut options = ConnectionOptions::default();
         for item in list_items(value) {
             options.close |= item.eq_ignore_ascii_case(b"close");
