@@ -445,13 +445,12 @@ impl Reactor {
     /// On kernels that refuse multishot polls (before 5.13) the first one fails with
     /// EINVAL; [`Reactor::multishot_poll_refused`] then turns them into one-shot polls.
     pub(crate) fn poll_read_multishot(&self, fd: RawFd) -> Source {
-        let source = self.new_source(fd, SourceType::PollAdd, None);
         if self.multishot_poll_refused.get() {
-            self.sys.poll_ready(&source, common_flags() | read_flags());
-        } else {
-            self.sys
-                .poll_ready_multishot(&source, common_flags() | read_flags());
+            return self.poll_read_ready(fd);
         }
+        let source = self.new_source(fd, SourceType::PollAdd, None);
+        self.sys
+            .poll_ready_multishot(&source, common_flags() | read_flags());
         source
     }
 
