@@ -129,6 +129,19 @@ fn malformed_framing_and_heads_are_refused_before_any_upstream() {
             400,
         ),
         ("duplicate host", head_with("Host: b.example.com\r\n"), 400),
+        // Connection may not name a framing header: a hop that dropped it would frame or
+        // route the request differently (smuggling). Items are matched case-blind and
+        // trimmed of spaces and tabs.
+        (
+            "connection names content-length",
+            head_with("Content-Length: 3\r\nConnection: x,\tCONTENT-LENGTH \r\n"),
+            400,
+        ),
+        (
+            "connection names host",
+            head_with("Connection: Host\r\n"),
+            400,
+        ),
         (
             "absolute-form mismatch",
             format!("GET http://b.example.com/ HTTP/1.1\r\nHost: {HOST}\r\n\r\n").into_bytes(),
